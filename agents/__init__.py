@@ -1,0 +1,1 @@
+"""Networks, learning algorithms, the rollout collector."""

@@ -1,0 +1,1 @@
+"""Environments: the vector-env protocol, Atari, the navigation world and simulator."""

@@ -1,0 +1,1 @@
+"""Speaker-based data synthesis and pretraining for the navigation agent."""

@@ -1,0 +1,1 @@
+"""Replay storage, samplers and writers (tensors on one device)."""

@@ -1,0 +1,1 @@
+"""Shared runtime helpers: configs, devices, seeding, logging, checkpoints, progress bars."""
