@@ -17,12 +17,12 @@ elsewhere. :class:`EpisodeStatistics` keeps the running sums on device.
 from __future__ import annotations
 
 import abc
-from typing import Any, Union
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
 
-Observation = Union[torch.Tensor, dict[str, torch.Tensor]]
+Observation = torch.Tensor | dict[str, torch.Tensor]
 StepResult = tuple[Observation, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 
 AUTORESET_MODE = gym.vector.AutoresetMode.SAME_STEP
@@ -35,7 +35,7 @@ class VecEnv(abc.ABC):
     device: torch.device
     single_observation_space: gym.Space
     single_action_space: gym.Space
-    metadata: dict[str, Any] = {"autoreset_mode": AUTORESET_MODE}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AUTORESET_MODE}
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> Observation:
@@ -49,7 +49,7 @@ class VecEnv(abc.ABC):
         terminated/truncated are bool ``[N]``; see the module docstring for ``info``.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op is the right default for envs holding nothing
         """Release emulator threads, files or other resources."""
 
     def __enter__(self) -> VecEnv:

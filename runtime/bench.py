@@ -108,7 +108,7 @@ def report(figures: list[Figure], title: str, out: TextIO = sys.stdout) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n== {title} ==", file=out)
     for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)), file=out)
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
     for f in figures:
         print("BENCH " + json.dumps(f.to_json()), file=out)
     out.flush()

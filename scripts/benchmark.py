@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.benchmarks import BENCHMARKS  # noqa: E402
+from scripts.benchmarks import BENCHMARKS
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

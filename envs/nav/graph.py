@@ -57,7 +57,9 @@ class NavGraph:
         """Viewpoint ids of the shortest path from ``a`` to ``b``, both ends included."""
         i, goal = self._idx(a), self._idx(b)
         if not np.isfinite(self.distances[i, goal]):
-            raise ValueError(f"scan {self.scan}: no path from {self.viewpoints[i]} to {self.viewpoints[goal]}")
+            raise ValueError(
+                f"scan {self.scan}: no path from {self.viewpoints[i]} to {self.viewpoints[goal]}"
+            )
         path = [i]
         while i != goal:
             i = int(self.next_hop[i, goal])

@@ -1,0 +1,110 @@
+"""TensorBoard logging under ``runs/<run-name>/``: scalars, histograms, text, images and GIF videos.
+
+``torch.utils.tensorboard``'s ``add_video`` needs moviepy and silently writes nothing with moviepy
+2.x, so videos are encoded here as animated GIFs with Pillow and written as image summaries, which
+TensorBoard's image dashboard plays.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _to_uint8_frames(frames: Any) -> np.ndarray:
+    """``[T, H, W]``, ``[T, H, W, C]`` or ``[T, C, H, W]`` (uint8 or float in [0, 1]) -> ``[T, H, W, C]``."""
+    array = _to_numpy(frames)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise ValueError(f"video frames must be [T, H, W(, C)] or [T, C, H, W], got shape {array.shape}")
+    if array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(0, 2, 3, 1)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array[..., :3]
+
+
+def encode_gif(frames: Any, fps: float = 15.0) -> bytes:
+    """Encode frames as an animated, looping GIF."""
+    array = _to_uint8_frames(frames)
+    if len(array) == 0:
+        raise ValueError("cannot encode a video with no frames")
+    images = [Image.fromarray(frame) for frame in array]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(round(1000.0 / fps), 20),
+        loop=0,
+    )
+    return buffer.getvalue()
+
+
+class RunLogger:
+    """One TensorBoard run directory; a thin, typed face over ``SummaryWriter``."""
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        for tag, value in values.items():
+            self.scalar(prefix + tag, value, step)
+
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        self.writer.add_histogram(tag, _to_numpy(values), step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """Log one image given as ``[H, W, C]`` / ``[H, W]`` (uint8 or float in [0, 1])."""
+        array = _to_uint8_frames(_to_numpy(image)[None])[0]
+        self.writer.add_image(tag, array, step, dataformats="HWC")
+
+    def video(self, tag: str, frames: Any, step: int, fps: float = 15.0) -> None:
+        """Log an animated GIF (shown by TensorBoard's image dashboard)."""
+        array = _to_uint8_frames(frames)
+        summary_image = Summary.Image(
+            height=array.shape[1],
+            width=array.shape[2],
+            colorspace=3,
+            encoded_image_string=encode_gif(array, fps),
+        )
+        self.writer.file_writer.add_summary(
+            Summary(value=[Summary.Value(tag=tag, image=summary_image)]), step
+        )
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
