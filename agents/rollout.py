@@ -1,0 +1,151 @@
+"""The one rollout collector: steps a vector env with a policy, for on- or off-policy learners.
+
+On-policy use: ``collector.collect(T)`` returns a :class:`Rollout` of ``[T, N, ...]`` tensors.
+Off-policy use: pass a ``sink`` (a callable taking each :class:`Transition`, e.g. one that writes
+it into a replay buffer) and every step is handed to it as it happens; ``collect`` then returns ``None`` unless asked to keep the batch too.
+
+Transitions always carry the *true* next observation: for envs whose episode ended at a step, the
+env's ``info["final_obs"]`` replaces the auto-reset observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from envs.base import Observation, VecEnv, select_rows
+
+PolicyOutput = torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
+Policy = Callable[[Observation], PolicyOutput]
+
+
+@dataclass
+class Transition:
+    """One batched env step as the learner sees it."""
+
+    obs: Observation
+    action: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    next_obs: Observation
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> torch.Tensor:
+        return self.terminated | self.truncated
+
+
+@dataclass
+class Rollout:
+    """``T`` steps of ``N`` envs, time-major; ``next_obs`` holds true next observations."""
+
+    obs: Observation
+    action: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    next_obs: Observation
+    extras: dict[str, torch.Tensor]
+    last_obs: Observation
+
+
+@dataclass
+class EpisodeRecord:
+    """A finished episode as reported by the env layer (raw return, agent steps)."""
+
+    env_index: int
+    episode_return: float
+    length: int
+    global_step: int
+
+
+def _stack(items: list[Observation]) -> Observation:
+    if isinstance(items[0], dict):
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    return torch.stack(items)
+
+
+class RolloutCollector:
+    """Steps ``env`` with ``policy``; keeps the current observation and finished-episode records.
+
+    ``on_episode_end`` is called with the done mask after every step in which some episode ended,
+    so recurrent policies can clear their state for those envs.
+    """
+
+    def __init__(
+        self,
+        env: VecEnv,
+        policy: Policy,
+        sink: Callable[[Transition], None] | None = None,
+        on_episode_end: Callable[[torch.Tensor], None] | None = None,
+    ) -> None:
+        self.env = env
+        self.policy = policy
+        self.sink = sink
+        self.on_episode_end = on_episode_end
+        self.obs: Observation | None = None
+        self.global_step = 0
+        self._episodes: list[EpisodeRecord] = []
+
+    def reset(self, seed: int | None = None) -> Observation:
+        self.obs = self.env.reset(seed=seed)
+        return self.obs
+
+    def step(self) -> Transition:
+        """One batched step: act, step the env, write to the sink, record finished episodes."""
+        if self.obs is None:
+            raise RuntimeError("call reset() before stepping the collector")
+        with torch.no_grad():
+            output = self.policy(self.obs)
+        action, extras = output if isinstance(output, tuple) else (output, {})
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        done = terminated | truncated
+        true_next = select_rows(done, info["final_obs"], next_obs)
+        transition = Transition(self.obs, action, reward, terminated, truncated, true_next, extras, info)
+        if self.sink is not None:
+            self.sink(transition)
+        self.global_step += self.env.num_envs
+        if bool(done.any()):
+            self._record_episodes(done, info)
+            if self.on_episode_end is not None:
+                self.on_episode_end(done)
+        self.obs = next_obs
+        return transition
+
+    def collect(self, num_steps: int, keep: bool | None = None) -> Rollout | None:
+        """Run ``num_steps`` batched steps; return the stacked batch when there is no sink (or ``keep``)."""
+        keep = self.sink is None if keep is None else keep
+        steps = []
+        for _ in range(num_steps):
+            transition = self.step()
+            if keep:
+                steps.append(transition)
+        if not keep:
+            return None
+        extras_keys = steps[0].extras.keys()
+        return Rollout(
+            obs=_stack([s.obs for s in steps]),
+            action=torch.stack([s.action for s in steps]),
+            reward=torch.stack([s.reward for s in steps]),
+            terminated=torch.stack([s.terminated for s in steps]),
+            truncated=torch.stack([s.truncated for s in steps]),
+            next_obs=_stack([s.next_obs for s in steps]),
+            extras={key: torch.stack([s.extras[key] for s in steps]) for key in extras_keys},
+            last_obs=self.obs,
+        )
+
+    def pop_episodes(self) -> list[EpisodeRecord]:
+        """Episodes finished since the last call (for logging)."""
+        episodes, self._episodes = self._episodes, []
+        return episodes
+
+    def _record_episodes(self, done: torch.Tensor, info: dict) -> None:
+        indices = torch.nonzero(done).flatten().tolist()
+        returns = info["episode_return"][done].tolist()
+        lengths = info["episode_length"][done].tolist()
+        for index, ret, length in zip(indices, returns, lengths, strict=True):
+            self._episodes.append(EpisodeRecord(index, float(ret), int(length), self.global_step))

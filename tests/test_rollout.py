@@ -1,0 +1,48 @@
+"""The rollout collector: on-policy batches and off-policy sink writes from one loop."""
+
+from __future__ import annotations
+
+import torch
+
+from agents.rollout import RolloutCollector
+from tests.countdown_env import CountdownEnv
+
+
+def test_on_policy_batch_uses_true_next_observation():
+    env = CountdownEnv([2, 3])
+    collector = RolloutCollector(env, lambda obs: torch.ones(2, dtype=torch.long))
+    collector.reset()
+    batch = collector.collect(4)
+    assert batch.obs.shape == (4, 2, 3) and batch.reward.shape == (4, 2)
+    # env 0 ends at step 2: its next_obs there is the final obs (t=2), not the reset obs (t=0)
+    assert batch.next_obs[1, 0].tolist() == [0, 0, 2]
+    assert batch.obs[2, 0].tolist() == [0, 1, 0]
+    assert batch.terminated[:, 0].tolist() == [False, True, False, True]
+    assert batch.terminated[:, 1].tolist() == [False, False, True, False]
+    assert torch.equal(batch.last_obs, env._obs())
+    episodes = collector.pop_episodes()
+    assert [(e.env_index, e.episode_return, e.length) for e in episodes] == [
+        (0, 4.0, 2),
+        (1, 6.0, 3),
+        (0, 4.0, 2),
+    ]
+    assert collector.pop_episodes() == []
+
+
+def test_off_policy_sink_and_extras_and_episode_hook():
+    env = CountdownEnv([3], limit=2)
+    written, resets = [], []
+
+    def policy(obs):
+        return torch.zeros(1, dtype=torch.long), {"value": obs[:, 2]}
+
+    collector = RolloutCollector(env, policy, sink=written.append, on_episode_end=resets.append)
+    collector.reset()
+    assert collector.collect(5) is None
+    assert len(written) == 5 and collector.global_step == 5
+    step = written[1]
+    assert step.truncated.tolist() == [True] and step.terminated.tolist() == [False]
+    assert step.next_obs.tolist() == [[0, 0, 2]] and step.extras["value"].tolist() == [1.0]
+    assert len(resets) == 2
+    kept = collector.collect(2, keep=True)
+    assert kept.extras["value"].shape == (2, 1) and len(written) == 7
