@@ -1,0 +1,115 @@
+"""Evaluation under the standard protocol, and full-colour rollout videos.
+
+Evaluation plays full games (all lives, raw rewards) on separate vector envs with the eval
+protocol of the config (``ALE/<Game>-v5`` by default: sticky actions 0.25, 108k-frame cap) and a
+small epsilon. Every env plays a fixed quota of episodes, so short episodes are not over-counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from envs.atari import AtariVecEnv, resolve_game, v5_env_id
+
+from agents.dqn.agent import DQNAgent
+from agents.dqn.config import DQNConfig
+from runtime.checkpoint import CheckpointError, CheckpointManager
+from runtime.config import from_dict
+
+
+def evaluate(
+    agent: DQNAgent,
+    config: DQNConfig,
+    episodes: int,
+    seed: int,
+    epsilon: float | None = None,
+    num_envs: int | None = None,
+) -> list[float]:
+    """Raw returns of ``episodes`` full games played epsilon-greedily (``config.eval.epsilon``)."""
+    e = config.eval
+    epsilon = e.epsilon if epsilon is None else epsilon
+    num_envs = max(1, min(num_envs or e.num_envs, episodes))
+    env = AtariVecEnv(
+        config.env.game,
+        num_envs,
+        device=agent.device,
+        seed=seed,
+        frameskip=config.env.frameskip,
+        repeat_action_probability=e.repeat_action_probability,
+        max_episode_frames=e.max_episode_frames,
+        noop_max=e.noop_max,
+        full_action_space=config.env.full_action_space,
+    )
+    quota = torch.full((num_envs,), episodes // num_envs, dtype=torch.long)
+    quota[: episodes % num_envs] += 1
+    finished = torch.zeros(num_envs, dtype=torch.long)
+    returns: list[float] = []
+    generator = torch.Generator(device=agent.device).manual_seed(seed)
+    try:
+        obs = env.reset(seed=seed)
+        while len(returns) < episodes:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, epsilon, generator))
+            done = (terminated | truncated).cpu()
+            for index in torch.nonzero(done).flatten().tolist():
+                if finished[index] < quota[index]:
+                    finished[index] += 1
+                    returns.append(float(info["episode_return"][index]))
+    finally:
+        env.close()
+    return returns
+
+
+def make_video_env(config: DQNConfig, seed: int) -> gym.Env:
+    """One ``render_mode="rgb_array"`` env with the same preprocessing as the vector env."""
+    e = config.eval
+    env = gym.make(
+        v5_env_id(resolve_game(config.env.game)),
+        render_mode="rgb_array",
+        frameskip=1,
+        repeat_action_probability=e.repeat_action_probability,
+        full_action_space=config.env.full_action_space,
+        max_num_frames_per_episode=e.max_episode_frames,
+    )
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=e.noop_max, frame_skip=config.env.frameskip, screen_size=84, grayscale_obs=True
+    )
+    env = gym.wrappers.FrameStackObservation(env, 4)
+    env.reset(seed=seed)
+    return env
+
+
+def record_video(agent: DQNAgent, config: DQNConfig, seed: int, max_steps: int = 2_000) -> np.ndarray:
+    """Play one episode (or ``max_steps``) and return its full-colour frames ``[T, H, W, 3]``."""
+    env = make_video_env(config, seed)
+    generator = torch.Generator(device=agent.device).manual_seed(seed)
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        for _ in range(max_steps):
+            batch = torch.as_tensor(np.asarray(obs), device=agent.device).unsqueeze(0)
+            action = int(agent.act(batch, config.eval.epsilon, generator)[0])
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    return np.stack(frames)
+
+
+def load_agent(path: str | Path, device: torch.device) -> tuple[DQNAgent, DQNConfig]:
+    """A DQN agent and its config from a checkpoint file or a run directory (newest checkpoint)."""
+    path = Path(path)
+    manager = CheckpointManager(path / "checkpoints" if path.is_dir() else path.parent)
+    state = manager.load(None if path.is_dir() else path, map_location=device)
+    config = from_dict(DQNConfig, state["config"])
+    q_state = state["agent"]["q_network"]
+    last_bias = "advantage.2.bias" if config.agent.dueling else "head.2.bias"
+    if last_bias not in q_state:
+        raise CheckpointError(f"{path}: no '{last_bias}' in the saved Q-network; not a DQN checkpoint?")
+    agent = DQNAgent(int(q_state[last_bias].shape[0]), config.agent, device)
+    agent.load_state_dict(state["agent"], str(path))
+    return agent, config

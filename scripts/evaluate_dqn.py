@@ -1,0 +1,129 @@
+"""Evaluate DQN checkpoints under the standard Atari protocol.
+
+    python scripts/evaluate_dqn.py --checkpoint runs/<name> --episodes 30 --out result.json --video eval.gif
+    python scripts/evaluate_dqn.py --games runs/pong-s1 runs/pong-s2 runs/breakout-s1 --out summary.json
+
+Default protocol ``v5``: full games (all lives), raw rewards, sticky actions 0.25, no no-op starts,
+108k-frame cap, epsilon 0.001. ``--protocol config`` uses the run's own eval settings instead
+(e.g. the Atari-100k protocol of ``configs/dqn_atari100k.yaml``). Prints mean/median/std and the
+human-normalized score per checkpoint; with several checkpoints also mean/median/IQM of
+human-normalized scores with 95% bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+import numpy as np
+from envs.atari import resolve_game
+
+from agents.dqn.evaluation import evaluate, load_agent, record_video
+from agents.dqn.scores import aggregate_with_ci, human_normalized
+from runtime.cli import run_main
+from runtime.device import resolve_device
+from runtime.logger import encode_gif
+
+
+def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> dict:
+    agent, config = load_agent(path, resolve_device(args.device))
+    if args.protocol == "v5":
+        config.eval.repeat_action_probability = 0.25
+        config.eval.noop_max = 0
+        config.eval.max_episode_frames = 108_000
+    returns = evaluate(
+        agent, config, args.episodes, seed=args.seed, epsilon=args.epsilon, num_envs=args.num_envs
+    )
+    mean = statistics.fmean(returns)
+    result = {
+        "checkpoint": str(path),
+        "game": resolve_game(config.env.game),
+        "seed": config.seed,
+        "protocol": args.protocol,
+        "epsilon": args.epsilon,
+        "episodes": len(returns),
+        "mean": mean,
+        "median": statistics.median(returns),
+        "std": statistics.pstdev(returns),
+        "returns": returns,
+    }
+    try:
+        result["human_normalized"] = human_normalized(config.env.game, mean)
+    except KeyError:
+        result["human_normalized"] = None
+    if args.video is not None:
+        frames = record_video(agent, config, seed=args.seed)
+        video_path = (
+            args.video
+            if len(args.checkpoints) == 1
+            else args.video.with_stem(f"{args.video.stem}_{path.name}")
+        )
+        video_path.write_bytes(encode_gif(frames, fps=30))
+        result["video"] = str(video_path)
+    return result
+
+
+def aggregate(results: list[dict]) -> dict:
+    by_game: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r["human_normalized"] is not None:
+            by_game[r["game"]].append(r["human_normalized"])
+    runs = min(len(v) for v in by_game.values())
+    matrix = np.array([[by_game[g][i] for g in sorted(by_game)] for i in range(runs)])
+    ci = aggregate_with_ci(matrix)
+    return {
+        "games": sorted(by_game),
+        "runs_per_game": runs,
+        **{name: {"value": v, "ci95": [lo, hi]} for name, (v, lo, hi) in ci.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate DQN checkpoints on Atari.")
+    parser.add_argument(
+        "--checkpoint",
+        "--games",
+        nargs="+",
+        type=Path,
+        dest="checkpoints",
+        required=True,
+        help="run directories or checkpoint files (several games/seeds aggregate)",
+    )
+    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--epsilon", type=float, default=0.001)
+    parser.add_argument("--protocol", choices=["v5", "config"], default="v5")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--video", type=Path, help="write an animated GIF of one evaluation episode here")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+
+    results = [evaluate_checkpoint(path, args) for path in args.checkpoints]
+    print(f"{'game':<16}{'seed':>5}{'episodes':>9}{'mean':>10}{'median':>10}{'std':>9}{'HNS':>8}")
+    for r in results:
+        hns = "-" if r["human_normalized"] is None else f"{r['human_normalized']:.3f}"
+        print(
+            f"{r['game']:<16}{r['seed']:>5}{r['episodes']:>9}{r['mean']:>10.1f}{r['median']:>10.1f}{r['std']:>9.1f}{hns:>8}"
+        )
+    output: dict = {"results": results}
+    if len(results) > 1 and any(r["human_normalized"] is not None for r in results):
+        output["aggregate"] = summary = aggregate(results)
+        for name in ("mean", "median", "iqm"):
+            lo, hi = summary[name]["ci95"]
+            print(f"HNS {name:<6} {summary[name]['value']:.3f}  (95% CI {lo:.3f} .. {hi:.3f})")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(output, indent=2))
+        print(f"results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
