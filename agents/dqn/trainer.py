@@ -115,10 +115,7 @@ class DQNTrainer:
     # -- acting and storing -------------------------------------------------------------------
     def _policy(self, obs: torch.Tensor) -> torch.Tensor:
         step = self.collector.global_step
-        if step < self.config.replay.learning_starts:
-            epsilon = 1.0
-        else:
-            epsilon = self.agent.epsilon(step)
+        epsilon = 1.0 if step < self.config.replay.learning_starts else self.agent.epsilon(step)
         action = self.agent.act(obs, epsilon, self.generator)
         self.actions_taken.append(action.to(device="cpu", dtype=torch.uint8))
         return action
@@ -301,7 +298,7 @@ class DQNTrainer:
         state = self.checkpoints.load(checkpoint)
         source = str(checkpoint or self.checkpoints.latest())
         check_config_matches(
-            state["config"], to_dict(self.config), ARCHITECTURE_KEYS + ["env.num_envs"], source
+            state["config"], to_dict(self.config), [*ARCHITECTURE_KEYS, "env.num_envs"], source
         )
         self.agent.load_state_dict(state["agent"], source)
         replay_path = self.run_dir / "checkpoints" / "replay.pt"
