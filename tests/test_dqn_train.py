@@ -84,16 +84,12 @@ def test_train_script_end_to_end(tmp_path):
     assert all(abs(e.value) <= 60 for e in acc.Scalars("charts/episodic_return"))
 
 
-def _stop_at(trainer: DQNTrainer, step: int) -> None:
-    original = trainer.collector.step
-
-    def step_then_maybe_stop():
-        out = original()
+def _stop_at(step: int):
+    def callback(trainer: DQNTrainer) -> None:
         if trainer.collector.global_step >= step:
             trainer.stop_requested = True
-        return out
 
-    trainer.collector.step = step_then_maybe_stop
+    return callback
 
 
 @pytest.mark.parametrize("extra", [[], ["replay.prioritized=false", "agent.n_step=1", "agent.augment=none"]])
@@ -102,8 +98,7 @@ def test_resume_is_bit_identical(tmp_path, extra):
     straight = DQNTrainer(config, tmp_path / "straight")
     straight.train()
 
-    first = DQNTrainer(config, tmp_path / "resumed")
-    _stop_at(first, 90)
+    first = DQNTrainer(config, tmp_path / "resumed", callbacks=[_stop_at(90)])
     assert first.train().interrupted
     second = DQNTrainer(config, tmp_path / "resumed")
     second.restore()

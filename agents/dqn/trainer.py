@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,13 @@ def make_replay(config: DQNConfig, device: torch.device) -> ReplayBuffer:
 class DQNTrainer:
     """Owns one run: env, replay, agent, logger and checkpoints under ``run_dir``."""
 
-    def __init__(self, config: DQNConfig, run_dir: str | Path) -> None:
+    def __init__(
+        self, config: DQNConfig, run_dir: str | Path, callbacks: Sequence[Callable[[DQNTrainer], None]] = ()
+    ) -> None:
+        """``callbacks`` run after every loop iteration (act, store, learn, log); they may set
+        ``stop_requested`` to end the run with a checkpoint."""
         self.config = config
+        self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir)
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
@@ -194,6 +200,8 @@ class DQNTrainer:
                 if step >= next_checkpoint:
                     self.save_checkpoint()
                     next_checkpoint = self._next_multiple(c.checkpoint_every_steps)
+                for callback in self.callbacks:
+                    callback(self)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
