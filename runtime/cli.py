@@ -13,6 +13,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     CheckpointError,
     FileNotFoundError,
+    FileExistsError,
     KeyError,
     ValueError,
 )

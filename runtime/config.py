@@ -38,12 +38,17 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
+    return from_dict(schema, apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` overrides (values parsed as YAML) in a nested mapping, in place."""
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {override!r} is not of the form key=value")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    return from_dict(schema, data)
+    return data
 
 
 def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
