@@ -1,1 +1,35 @@
-"""Replay storage, samplers and writers (tensors on one device)."""
+"""Replay storage, samplers and writers (tensors on one device).
+
+- :class:`TensorStorage`: circular storage of named tensor fields.
+- :class:`FrameStackStorage`: stacked image observations with every frame stored once per stream.
+- :class:`SumTree`, :class:`UniformSampler`, :class:`PrioritizedSampler`: what a batch draws.
+- :class:`StreamWriter`: writes lock-step env streams and keeps the sampleable set right.
+- :func:`fold_nstep`: n-step returns across terminations and truncations.
+- :class:`ReplayBuffer`: the composed buffer the DQN agent uses.
+- :class:`TrajectoryStore`: variable-length navigation episodes, padded into batches with masks.
+"""
+
+from replay.buffer import ReplayBatch, ReplayBuffer
+from replay.frames import FrameStackStorage
+from replay.nstep import fold_nstep, ready_in_window
+from replay.samplers import PrioritizedSampler, Sampler, UniformSampler
+from replay.storage import TensorStorage
+from replay.sum_tree import SumTree
+from replay.trajectory import TrajectoryBatch, TrajectoryStore
+from replay.writer import StreamWriter
+
+__all__ = [
+    "FrameStackStorage",
+    "PrioritizedSampler",
+    "ReplayBatch",
+    "ReplayBuffer",
+    "Sampler",
+    "StreamWriter",
+    "SumTree",
+    "TensorStorage",
+    "TrajectoryBatch",
+    "TrajectoryStore",
+    "UniformSampler",
+    "fold_nstep",
+    "ready_in_window",
+]

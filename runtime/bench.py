@@ -89,8 +89,9 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def report(figures: list[Figure], title: str, out: TextIO = sys.stdout) -> None:
+def report(figures: list[Figure], title: str, out: TextIO | None = None) -> None:
     """Print the human table, then one ``BENCH`` JSON line per figure."""
+    out = sys.stdout if out is None else out
     header = ("metric", "value", "unit", "reference", "ref value", "ratio", "target", "ok")
     rows = [
         (

@@ -1,4 +1,4 @@
-"""Test-wide settings: quiet progress bars, CPU only, few threads."""
+"""Test-wide settings: quiet progress bars, one torch thread (small ops on a shared 2-core machine)."""
 
 from __future__ import annotations
 
@@ -7,4 +7,4 @@ import os
 import torch
 
 os.environ.setdefault("LODESTAR_NO_PROGRESS", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
