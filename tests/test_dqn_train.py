@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,7 +125,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         return out
 
     trainer.agent.update = poisoned
-    with pytest.raises(TrainingDiverged, match="loss became nan at step 100"):
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at step 10\d \(update \d+\); stopped without saving"
+    ):
         trainer.train()
     manager = CheckpointManager(tmp_path / "run" / "checkpoints")
     assert manager.load()["step"] == 60
@@ -153,3 +156,34 @@ def test_evaluation_uses_the_configured_protocol(monkeypatch):
     assert set(epsilons) == {0.05}
     # episodes are full games capped by frames only: 200 frames / frameskip 4 = 50 agent steps each
     assert all(-50 <= r <= 50 for r in returns)
+
+
+def test_evaluate_script_reports_scores_and_aggregates(tmp_path):
+    runs = []
+    for seed in (1, 2):
+        config = _config("total_steps=60", f"seed={seed}", "eval.max_episode_frames=160", "save_replay=false")
+        trainer = DQNTrainer(config, tmp_path / f"pong-s{seed}")
+        trainer.train()
+        runs.append(str(tmp_path / f"pong-s{seed}"))
+    out = tmp_path / "eval.json"
+    video = tmp_path / "eval.gif"
+    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate_dqn.py"), "--games", *runs, "--episodes", "2"]
+    cmd += ["--num-envs", "2", "--protocol", "config", "--out", str(out), "--video", str(video)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "HNS iqm" in done.stdout and "pong" in done.stdout
+    result = json.loads(out.read_text())
+    assert [r["episodes"] for r in result["results"]] == [2, 2]
+    assert all(r["protocol"] == "config" and r["epsilon"] == 0.001 for r in result["results"])
+    # 160 frames / frameskip 4 = 40 agent steps per episode: at most 40 points either way in Pong
+    assert all(abs(x) <= 40 for r in result["results"] for x in r["returns"])
+    low, high = result["aggregate"]["iqm"]["ci95"]
+    assert low <= result["aggregate"]["iqm"]["value"] <= high
+    assert Path(result["results"][0]["video"]).is_file()
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate_dqn.py"), "--checkpoint", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

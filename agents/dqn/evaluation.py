@@ -12,10 +12,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from envs.atari import AtariVecEnv, resolve_game, v5_env_id
 
 from agents.dqn.agent import DQNAgent
 from agents.dqn.config import DQNConfig
+from envs.atari import AtariVecEnv, atari_env_id
 from runtime.checkpoint import CheckpointError, CheckpointManager
 from runtime.config import from_dict
 
@@ -66,7 +66,7 @@ def make_video_env(config: DQNConfig, seed: int) -> gym.Env:
     """One ``render_mode="rgb_array"`` env with the same preprocessing as the vector env."""
     e = config.eval
     env = gym.make(
-        v5_env_id(resolve_game(config.env.game)),
+        atari_env_id(config.env.game),
         render_mode="rgb_array",
         frameskip=1,
         repeat_action_probability=e.repeat_action_probability,

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from envs.atari import AtariVecEnv
-from replay.buffer import ReplayBuffer
 
 from agents.dqn.agent import DQNAgent
 from agents.dqn.config import ARCHITECTURE_KEYS, DQNConfig
 from agents.dqn.evaluation import evaluate, record_video
 from agents.rollout import RolloutCollector, Transition
+from envs.atari import AtariVecEnv
+from replay.buffer import ReplayBuffer
 from runtime.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -117,6 +117,7 @@ class DQNTrainer:
         self.clipped_running = torch.zeros(self.env.num_envs, device=self.device)
         self.clipped_finished: list[tuple[int, float]] = []
         self.stop_requested = False
+        self.last_update_metrics: dict[str, float] = {}
 
     # -- acting and storing -------------------------------------------------------------------
     def _policy(self, obs: torch.Tensor) -> torch.Tensor:
@@ -141,12 +142,12 @@ class DQNTrainer:
             self.clipped_running.masked_fill_(done, 0.0)
 
     # -- learning -----------------------------------------------------------------------------
-    def _learn(self, num_new_steps: int) -> dict[str, float]:
+    def _learn(self, num_new_steps: int) -> None:
+        """Do the gradient updates owed for ``num_new_steps`` new agent steps (replay ratio)."""
         c = self.config
         if self.collector.global_step < c.replay.learning_starts:
-            return {}
+            return
         self.updates_owed += num_new_steps * c.replay.replay_ratio
-        metrics: dict[str, float] = {}
         while self.updates_owed >= 1.0:
             self.updates_owed -= 1.0
             progress_fraction = min(self.collector.global_step / c.total_steps, 1.0)
@@ -163,8 +164,7 @@ class DQNTrainer:
                 )
             if c.replay.prioritized:
                 self.replay.update_priorities(batch.indices, out["td_abs"])
-            metrics = {"loss": loss, "q_mean": float(out["q_mean"])}
-        return metrics
+            self.last_update_metrics = {"loss": loss, "q_mean": float(out["q_mean"])}
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -187,12 +187,12 @@ class DQNTrainer:
         try:
             while self.collector.global_step < c.total_steps and not self.stop_requested:
                 self.collector.step()
-                metrics = self._learn(self.env.num_envs)
+                self._learn(self.env.num_envs)
                 step = self.collector.global_step
                 bar.update(self.env.num_envs)
                 self._log_episodes(logger)
                 if step >= next_log:
-                    window_start = self._log_progress(logger, metrics, window_start)
+                    window_start = self._log_progress(logger, window_start)
                     next_log = self._next_multiple(c.log_every_steps)
                 if step >= next_eval:
                     self._evaluate(logger)
@@ -242,9 +242,7 @@ class DQNTrainer:
             logger.scalar("charts/clipped_episodic_return", clipped, step)
         self.clipped_finished.clear()
 
-    def _log_progress(
-        self, logger: RunLogger, metrics: dict[str, float], window: tuple[float, int, int]
-    ) -> tuple[float, int, int]:
+    def _log_progress(self, logger: RunLogger, window: tuple[float, int, int]) -> tuple[float, int, int]:
         now, step, updates = time.perf_counter(), self.collector.global_step, self.agent.updates
         elapsed = max(now - window[0], 1e-9)
         values = {
@@ -253,7 +251,7 @@ class DQNTrainer:
             "charts/updates_per_second": (updates - window[2]) / elapsed,
             "charts/replay_size": len(self.replay),
         }
-        values.update({f"losses/{k}": v for k, v in metrics.items()})
+        values.update({f"losses/{k}": v for k, v in self.last_update_metrics.items()})
         logger.scalars(values, step)
         return now, step, updates
 

@@ -1,0 +1,1 @@
+"""Vision-language navigation agents: trajectory featurization, the speaker, BLEU and speaker training."""

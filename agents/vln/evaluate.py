@@ -1,0 +1,155 @@
+"""Greedy evaluation of a follower: every instruction of a split once, R2R metrics, submission file, maps.
+
+Episodes run batched in a sequential :class:`~envs.nav.simulator.NavVecEnv` through the shared
+:class:`~agents.rollout.RolloutCollector`; the env records the trajectories in the R2R submission
+format, and the metrics are computed from them by :mod:`envs.nav.metrics` - the same code that
+``scripts/evaluate_nav.py`` runs on the written file, so both report identical numbers.
+
+Splits whose reference paths hide the goal (real R2R ``test``: a single viewpoint) are run and
+written, but not scored.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.rollout import RolloutCollector
+from agents.vln.follower import Follower, FollowerPolicy
+from envs.nav.dataset import Episode, NavDataset
+from envs.nav.metrics import evaluate as score_predictions
+from envs.nav.metrics import write_predictions
+from envs.nav.simulator import NavVecEnv
+
+
+@dataclass
+class Evaluation:
+    """What one greedy pass over a split produced."""
+
+    split: str
+    records: list[dict[str, Any]]  # R2R submission records, one per instruction
+    summary: dict[str, float] | None  # mean NE/SR/OSR/TL/SPL/nDTW/SDTW/CLS, None when goals are hidden
+    per_instruction: dict[str, dict[str, float]]
+    episodes: list[Episode]
+
+    def trajectory(self, instr_id: str) -> list[Any]:
+        for record in self.records:
+            if record["instr_id"] == instr_id:
+                return record["trajectory"]
+        raise KeyError(f"no trajectory for instruction {instr_id!r}")
+
+
+def make_eval_env(
+    dataset: NavDataset,
+    split: str,
+    episodes: Sequence[Episode] | None,
+    num_envs: int,
+    features: str,
+    angle_feature_size: int,
+    max_instruction_len: int,
+    device: torch.device | str,
+    max_steps: int = 15,
+    feature_dtype: torch.dtype = torch.float32,
+) -> NavVecEnv:
+    """A sequential env over ``split`` (or over ``episodes`` of it, e.g. a subset)."""
+    source: str | Sequence[Episode] = split if episodes is None else list(episodes)
+    env = NavVecEnv(
+        dataset,
+        source,
+        num_envs,
+        features=features,
+        device=device,
+        max_steps=max_steps,
+        sequential=True,
+        angle_feature_size=angle_feature_size,
+        max_instruction_len=max_instruction_len,
+        feature_dtype=feature_dtype,
+    )
+    env.split_name = split
+    return env
+
+
+def has_goals(episodes: Sequence[Episode]) -> bool:
+    """Whether every reference path has a goal (R2R test hides it: one viewpoint)."""
+    return all(len(ep.path) >= 2 for ep in episodes)
+
+
+@torch.no_grad()
+def run_greedy(model: Follower, env: NavVecEnv) -> list[dict[str, Any]]:
+    """Run every instruction of ``env`` once with argmax actions; submission records in split order."""
+    if not env.sequential:
+        raise ValueError("greedy evaluation needs a sequential env (NavVecEnv(sequential=True))")
+    was_training = model.training
+    model.eval()
+    policy = FollowerPolicy(model, env.num_envs, mode="greedy")
+    collector = RolloutCollector(env, policy, on_episode_end=policy.on_episode_end)
+    collector.reset(seed=0)
+    try:
+        while not env.all_done:
+            collector.step()
+    finally:
+        model.train(was_training)
+    records = env.trajectories(clear=True)
+    order = {iid: k for k, iid in enumerate(env.instruction_ids)}
+    return sorted(records, key=lambda r: order[r["instr_id"]])
+
+
+def evaluate_follower(model: Follower, env: NavVecEnv) -> Evaluation:
+    """Greedy pass over ``env``'s split plus the R2R metrics of the result."""
+    records = run_greedy(model, env)
+    episodes = list(env.episodes)
+    summary, per_instruction = None, {}
+    if has_goals(episodes):
+        predictions = {r["instr_id"]: [step[0] for step in r["trajectory"]] for r in records}
+        summary, per_instruction = score_predictions(episodes, env.graphs, predictions)
+    return Evaluation(env.split_name, records, summary, per_instruction, episodes)
+
+
+def write_submission(evaluation: Evaluation, path: str | Path) -> Path:
+    """Write the R2R submission JSON (``[{"instr_id", "trajectory"}]``)."""
+    write_predictions(path, evaluation.records)
+    return Path(path)
+
+
+def log_sample_episodes(
+    logger: Any,
+    dataset: NavDataset,
+    evaluation: Evaluation,
+    step: int,
+    count: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[str]:
+    """Top-down maps, first-person GIFs and instructions of ``count`` sampled episodes to TensorBoard.
+
+    Needs the generator's ``houses/<scan>.json`` (procedural worlds); returns the logged ids. Raises
+    ``FileNotFoundError`` for datasets without house plans (real R2R).
+    """
+    from envs.nav.build import load_house
+    from envs.nav.viz import log_episode
+
+    by_path = {str(ep.path_id): ep for ep in evaluation.episodes}
+    ids = [r["instr_id"] for r in evaluation.records]
+    chosen = random.Random(seed).sample(ids, min(count, len(ids)))
+    for iid in chosen:
+        path_id, _, k = iid.rpartition("_")
+        episode = by_path[path_id]
+        house, _ = load_house(dataset.root, episode.scan)
+        # The same seed picks the same episodes at every validation, so each tag shows progress.
+        log_episode(
+            logger,
+            f"episodes/{evaluation.split}/{iid}",
+            step,
+            house,
+            dataset.graph(episode.scan),
+            episode,
+            evaluation.trajectory(iid),
+            int(k),
+            device,
+        )
+    return chosen

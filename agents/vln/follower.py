@@ -1,0 +1,513 @@
+"""The follower: a cross-modal transformer with a recurrent state token (recurrent VLN-BERT style).
+
+Per episode the instruction is encoded once by a transformer text encoder (word + position
+embeddings; the ``<BOS>`` output acts as ``[CLS]`` and initializes the *state token*). At every step
+the state token, the navigable candidates (visual feature of the view facing each neighbour + angle
+features; the last slot is STOP and gets a learned embedding) and the 36-view panorama form one
+visual sequence. Each cross-modal layer runs self-attention over that sequence and cross-attention
+from it to the (fixed) instruction encoding. The state output scores every candidate (masked
+logits), feeds the value head used by A2C, and, combined with the candidates weighted by the
+action distribution, becomes the next state token: the agent's memory of its history.
+
+Feature dropout (EnvDrop) zeroes visual channels, never angle features, with one mask per sample
+shared by its candidates and panorama views.
+
+:class:`FollowerMemory` holds the per-env text encoding and state token of running episodes;
+:meth:`Follower.observe` refreshes the rows whose episode just started and takes one step.
+:class:`FollowerPolicy` wraps that for :class:`agents.rollout.RolloutCollector` (greedy, sampling or
+teacher-forced rows, with a DAgger mixing probability).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from envs.nav.tokenizer import Vocab
+from runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
+
+NEG_INF = -1e9  # masked logits: finite, so that 0 * log p stays 0 in entropies
+
+
+@dataclass
+class FollowerConfig:
+    """Sizes and regularization of the follower network."""
+
+    hidden_dim: int = 128
+    num_heads: int = 4
+    ffn_dim: int = 256
+    text_layers: int = 2
+    cross_layers: int = 2
+    dropout: float = 0.1
+    feature_dropout: float = 0.3
+    use_pano: bool = True
+    max_instruction_len: int = 80
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_heads", "ffn_dim", "cross_layers", "max_instruction_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_layers < 0:
+            raise ValueError(f"text_layers must be >= 0, got {self.text_layers}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        for name in ("dropout", "feature_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+# Keys of FollowerConfig that shape parameters: a checkpoint loaded into a model must agree on them.
+ARCHITECTURE_FIELDS = (
+    "hidden_dim",
+    "num_heads",
+    "ffn_dim",
+    "text_layers",
+    "cross_layers",
+    "use_pano",
+    "max_instruction_len",
+)
+
+
+@dataclass
+class TextEncoding:
+    """Encoded instructions: ``feats [B, L, H]`` and the mask of real tokens ``[B, L]``."""
+
+    feats: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class FollowerMemory:
+    """What the follower carries across the steps of ``N`` running episodes."""
+
+    text: torch.Tensor  # [N, L, H]
+    text_mask: torch.Tensor  # [N, L] bool
+    state: torch.Tensor  # [N, H]
+
+    def detach(self) -> FollowerMemory:
+        return FollowerMemory(self.text.detach(), self.text_mask, self.state.detach())
+
+    def select(self, rows: torch.Tensor) -> FollowerMemory:
+        return FollowerMemory(self.text[rows], self.text_mask[rows], self.state[rows])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"text": self.text.cpu(), "text_mask": self.text_mask.cpu(), "state": self.state.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device) -> FollowerMemory:
+        return cls(state["text"].to(device), state["text_mask"].to(device), state["state"].to(device))
+
+
+@dataclass
+class StepOutput:
+    """One step: masked candidate ``logits [B, C]`` (STOP last), ``value [B]``, next ``state [B, H]``."""
+
+    logits: torch.Tensor
+    value: torch.Tensor
+    state: torch.Tensor
+    cand_out: torch.Tensor  # [B, C, H] contextualized candidates
+
+
+class CrossModalLayer(nn.Module):
+    """Pre-norm block: self-attention over ``x``, cross-attention from ``x`` to ``context``, FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_self, self.norm_cross, self.norm_ffn = (
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+            nn.LayerNorm(dim),
+        )
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_padding: torch.Tensor | None,
+        context: torch.Tensor,
+        context_padding: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``x [B, S, H]``, ``context [B, L, H]``; paddings are True on positions to ignore."""
+        h = self.norm_self(x)
+        x = x + self.dropout(self.self_attn(h, h, h, key_padding_mask=x_padding, need_weights=False)[0])
+        h = self.norm_cross(x)
+        x = x + self.dropout(
+            self.cross_attn(h, context, context, key_padding_mask=context_padding, need_weights=False)[0]
+        )
+        return x + self.dropout(self.ffn(self.norm_ffn(x)))
+
+
+class Follower(nn.Module):
+    """The navigation policy (see the module docstring)."""
+
+    def __init__(
+        self, vocab_size: int, visual_dim: int, angle_dim: int, config: FollowerConfig, pad_id: int = 0
+    ) -> None:
+        super().__init__()
+        self.config, self.visual_dim, self.angle_dim = config, visual_dim, angle_dim
+        self.vocab_size, self.pad_id = vocab_size, pad_id
+        h = config.hidden_dim
+        self.word_embedding = nn.Embedding(vocab_size, h, padding_idx=pad_id)
+        self.position_embedding = nn.Embedding(config.max_instruction_len, h)
+        self.text_norm = nn.LayerNorm(h)
+        self.text_encoder = (
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(
+                    h,
+                    config.num_heads,
+                    config.ffn_dim,
+                    config.dropout,
+                    activation="gelu",
+                    batch_first=True,
+                    norm_first=True,
+                ),
+                config.text_layers,
+                enable_nested_tensor=False,
+            )
+            if config.text_layers > 0
+            else None
+        )
+        self.visual_proj = nn.Linear(visual_dim, h)
+        self.angle_proj = nn.Linear(angle_dim, h)
+        self.view_norm = nn.LayerNorm(h)
+        # Token types: 0 state, 1 candidate, 2 panorama view.
+        self.type_embedding = nn.Embedding(3, h)
+        self.stop_embedding = nn.Parameter(torch.zeros(h))
+        self.state_init = nn.Sequential(nn.Linear(h, h), nn.LayerNorm(h))
+        self.layers = nn.ModuleList(
+            CrossModalLayer(h, config.num_heads, config.ffn_dim, config.dropout)
+            for _ in range(config.cross_layers)
+        )
+        self.out_norm = nn.LayerNorm(h)
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.state_update = nn.Sequential(nn.Linear(2 * h, h), nn.LayerNorm(h))
+        self.value_head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
+        self.feature_drop = config.feature_dropout
+        self.dropout = nn.Dropout(config.dropout)
+        nn.init.normal_(self.stop_embedding, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.word_embedding.weight.device
+
+    # -- language ---------------------------------------------------------------------------------
+    def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Word + position embeddings ``[B, L, H]`` (shared with the MLM head's tied decoder)."""
+        if tokens.shape[1] > self.config.max_instruction_len:
+            raise ValueError(
+                f"instructions of {tokens.shape[1]} tokens exceed max_instruction_len "
+                f"({self.config.max_instruction_len})"
+            )
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return self.dropout(self.text_norm(self.word_embedding(tokens) + self.position_embedding(positions)))
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> TextEncoding:
+        """Encode ``tokens [B, L]`` (``mask`` True on real tokens); trailing all-pad columns are cut."""
+        width = max(int(mask.sum(1).max()), 1)
+        tokens, mask = tokens[:, :width], mask[:, :width]
+        x = self.embed_text(tokens)
+        if self.text_encoder is not None:
+            x = self.text_encoder(x, src_key_padding_mask=~mask)
+        return TextEncoding(x, mask)
+
+    def init_state(self, text: TextEncoding) -> torch.Tensor:
+        """The state token of a new episode, from the ``<BOS>`` output."""
+        return self.state_init(text.feats[:, 0])
+
+    # -- vision -----------------------------------------------------------------------------------
+    def embed_views(self, feats: torch.Tensor, drop_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Project ``[..., D + A]`` view features to ``[..., H]``; ``drop_mask`` scales visual channels."""
+        visual, angle = feats[..., : self.visual_dim], feats[..., self.visual_dim :]
+        if angle.shape[-1] != self.angle_dim:
+            raise ValueError(
+                f"view features have {feats.shape[-1]} channels, expected visual {self.visual_dim} + "
+                f"angle {self.angle_dim}"
+            )
+        if drop_mask is not None:
+            visual = visual * drop_mask
+        return self.view_norm(self.visual_proj(visual) + self.angle_proj(angle))
+
+    def _feature_drop_mask(self, batch: int, device: torch.device) -> torch.Tensor | None:
+        if not self.training or self.feature_drop == 0.0:
+            return None
+        keep = torch.rand(batch, 1, self.visual_dim, device=device) >= self.feature_drop
+        return keep.to(torch.float32) / (1.0 - self.feature_drop)
+
+    # -- one navigation step ----------------------------------------------------------------------
+    def step(
+        self,
+        text: TextEncoding,
+        state: torch.Tensor,
+        cand_feats: torch.Tensor,
+        cand_mask: torch.Tensor,
+        pano_feats: torch.Tensor | None = None,
+    ) -> StepOutput:
+        """Score ``cand_feats [B, C, D + A]`` (STOP in the last slot, always valid) given the state."""
+        b, c = cand_feats.shape[:2]
+        drop = self._feature_drop_mask(b, cand_feats.device)
+        types = self.type_embedding.weight
+        cands = self.embed_views(cand_feats[:, :-1], drop)
+        cands = torch.cat([cands, self.stop_embedding.expand(b, 1, -1)], dim=1) + types[1]
+        parts = [(state + types[0]).unsqueeze(1), cands]
+        padding = [cand_mask.new_zeros(b, 1), ~cand_mask]
+        if self.config.use_pano:
+            if pano_feats is None:
+                raise ValueError("this follower uses the panorama (use_pano=true) but got no pano_feats")
+            parts.append(self.embed_views(pano_feats, drop) + types[2])
+            padding.append(cand_mask.new_zeros(b, pano_feats.shape[1]))
+        x = self.dropout(torch.cat(parts, dim=1))
+        x_padding = torch.cat(padding, dim=1)
+        for layer in self.layers:
+            x = layer(x, x_padding, text.feats, ~text.mask)
+        x = self.out_norm(x)
+        state_out, cand_out = x[:, 0], x[:, 1 : 1 + c]
+        logits = (self.query(state_out).unsqueeze(1) * self.key(cand_out)).sum(-1) / math.sqrt(x.shape[-1])
+        logits = logits.masked_fill(~cand_mask, NEG_INF)
+        summary = (logits.softmax(-1).unsqueeze(-1) * cand_out).sum(1)
+        new_state = self.state_update(torch.cat([state_out, summary], dim=-1))
+        value = self.value_head(state_out).squeeze(-1)
+        return StepOutput(logits, value, new_state, cand_out)
+
+    def observe(
+        self,
+        memory: FollowerMemory | None,
+        obs: dict[str, torch.Tensor],
+        fresh_text: torch.Tensor | None = None,
+        fresh_state: torch.Tensor | None = None,
+    ) -> tuple[StepOutput, FollowerMemory]:
+        """One step on a :class:`~envs.nav.simulator.NavVecEnv` observation batch.
+
+        Rows in ``fresh_text`` re-encode their instruction, rows in ``fresh_state`` restart their state
+        token (new episodes need both); with ``memory=None`` every row starts fresh.
+        """
+        tokens, token_mask = obs["instr_ids"], obs["instr_mask"]
+        full = tokens.shape[1]
+        if memory is None:
+            text = self.encode_text(tokens, token_mask)
+            state = self.init_state(text)
+            memory = FollowerMemory(_pad_to(text.feats, full), _pad_to(text.mask, full), state)
+        else:
+            state = memory.state
+            if fresh_text is not None and bool(fresh_text.any()):
+                rows = torch.nonzero(fresh_text).flatten()
+                text = self.encode_text(tokens[rows], token_mask[rows])
+                memory = FollowerMemory(
+                    memory.text.index_copy(0, rows, _pad_to(text.feats, full)),
+                    memory.text_mask.index_copy(0, rows, _pad_to(text.mask, full)),
+                    state,
+                )
+            if fresh_state is not None and bool(fresh_state.any()):
+                rows = torch.nonzero(fresh_state).flatten()
+                width = max(int(memory.text_mask[rows].sum(1).max()), 1)
+                text = TextEncoding(memory.text[rows, :width], memory.text_mask[rows, :width])
+                state = state.index_copy(0, rows, self.init_state(text))
+        width = max(int(memory.text_mask.sum(1).max()), 1)
+        text = TextEncoding(memory.text[:, :width], memory.text_mask[:, :width])
+        out = self.step(text, state, obs["cand_feats"], obs["cand_mask"], obs.get("pano_feats"))
+        return out, FollowerMemory(memory.text, memory.text_mask, out.state)
+
+    def unroll(
+        self,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        cand_feats: torch.Tensor,
+        cand_mask: torch.Tensor,
+        pano_feats: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass along given steps: ``[B, T, C, ...]`` inputs -> logits ``[B, T, C]``, values ``[B, T]``.
+
+        The state token is carried from step to step; padded steps (all-False ``cand_mask`` rows are
+        not allowed: STOP is always valid) only cost compute, callers mask their losses.
+        """
+        text = self.encode_text(tokens, token_mask)
+        state = self.init_state(text)
+        logits, values = [], []
+        for t in range(cand_feats.shape[1]):
+            out = self.step(
+                text,
+                state,
+                cand_feats[:, t],
+                cand_mask[:, t],
+                None if pano_feats is None else pano_feats[:, t],
+            )
+            logits.append(out.logits)
+            values.append(out.value)
+            state = out.state
+        return torch.stack(logits, 1), torch.stack(values, 1)
+
+
+def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 1 of ``x`` to ``length`` (works for float features and bool masks)."""
+    if x.shape[1] == length:
+        return x
+    pad = x.new_zeros(x.shape[0], length - x.shape[1], *x.shape[2:])
+    return torch.cat([x, pad], dim=1)
+
+
+# -- acting in a vector env ------------------------------------------------------------------------
+
+
+class FollowerPolicy:
+    """A :class:`~agents.rollout.RolloutCollector` policy over ``num_envs`` running episodes.
+
+    ``mode`` picks the learner's action: ``"greedy"`` (argmax) or ``"sample"``. Rows in
+    ``teacher_rows`` execute the teacher action (teacher forcing); other rows execute the teacher
+    action with probability ``teacher_prob`` (DAgger's mixture policy) and the learner's otherwise.
+    Pass :meth:`on_episode_end` to the collector so finished rows restart their memory.
+    Extras returned per step: ``learner_action`` and ``teacher_action``.
+    """
+
+    def __init__(
+        self,
+        model: Follower,
+        num_envs: int,
+        mode: str = "greedy",
+        teacher_rows: torch.Tensor | None = None,
+        teacher_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"policy mode must be 'greedy' or 'sample', got {mode!r}")
+        if not 0.0 <= teacher_prob <= 1.0:
+            raise ValueError(f"teacher_prob must be in [0, 1], got {teacher_prob}")
+        self.model, self.num_envs, self.mode = model, num_envs, mode
+        device = model.device
+        self.teacher_rows = (
+            torch.zeros(num_envs, dtype=torch.bool, device=device)
+            if teacher_rows is None
+            else teacher_rows.to(device=device, dtype=torch.bool)
+        )
+        self.teacher_prob = teacher_prob
+        self.generator = generator
+        self.memory: FollowerMemory | None = None
+        self.fresh = torch.ones(num_envs, dtype=torch.bool, device=device)
+
+    def reset(self) -> None:
+        self.memory = None
+        self.fresh.fill_(True)
+
+    def on_episode_end(self, done: torch.Tensor) -> None:
+        self.fresh |= done.to(self.fresh.device)
+
+    def __call__(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh)
+        self.fresh = torch.zeros_like(self.fresh)
+        logits = out.logits
+        if self.mode == "greedy":
+            learner = logits.argmax(-1)
+        else:
+            learner = torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+        teacher = obs["teacher_action"]
+        use_teacher = self.teacher_rows.clone()
+        if self.teacher_prob > 0.0:
+            coin = torch.rand(self.num_envs, device=logits.device, generator=self.generator)
+            use_teacher |= coin < self.teacher_prob
+        action = torch.where(use_teacher, teacher, learner)
+        return action, {"learner_action": learner, "teacher_action": teacher}
+
+    # -- checkpointing of the running episodes' memory -------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "memory": None if self.memory is None else self.memory.state_dict(),
+            "fresh": self.fresh.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.model.device
+        self.memory = (
+            None if state["memory"] is None else FollowerMemory.from_state_dict(state["memory"], device)
+        )
+        self.fresh = state["fresh"].to(device)
+
+
+# -- packaging: one self-contained follower file ---------------------------------------------------
+
+FOLLOWER_FORMAT = "lodestar.follower/1"
+
+
+@dataclass
+class FollowerBundle:
+    """A follower with the data conventions it was trained with (vocabulary, features, angles)."""
+
+    model: Follower
+    vocab: Vocab
+    features: str
+    angle_feature_size: int
+    max_instruction_len: int
+    info: dict[str, Any]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": FOLLOWER_FORMAT,
+            "model": self.model.state_dict(),
+            "model_config": asdict(self.model.config),
+            "visual_dim": self.model.visual_dim,
+            "vocab": list(self.vocab.tokens),
+            "features": self.features,
+            "angle_feature_size": self.angle_feature_size,
+            "max_instruction_len": self.max_instruction_len,
+            "info": self.info,
+        }
+
+    def save(self, path: str | Path) -> None:
+        atomic_save(self.state(), path)
+
+
+def bundle_from_state(
+    state: dict[str, Any], source: str, device: torch.device | str = "cpu"
+) -> FollowerBundle:
+    """Rebuild a :class:`FollowerBundle` from :meth:`FollowerBundle.state` output."""
+    if not isinstance(state, dict) or state.get("format") != FOLLOWER_FORMAT:
+        raise CheckpointError(f"{source} does not hold a follower (format {FOLLOWER_FORMAT!r})")
+    vocab = Vocab(state["vocab"])
+    config = FollowerConfig(**state["model_config"])
+    model = Follower(
+        len(vocab), int(state["visual_dim"]), int(state["angle_feature_size"]), config, vocab.pad_id
+    )
+    restore_module(model, state["model"], "follower", source)
+    model.to(device)
+    return FollowerBundle(
+        model,
+        vocab,
+        state["features"],
+        int(state["angle_feature_size"]),
+        int(state["max_instruction_len"]),
+        dict(state["info"]),
+    )
+
+
+def load_follower(path: str | Path, device: torch.device | str = "cpu") -> FollowerBundle:
+    """Load a follower from a ``best.pt`` file, a run checkpoint (``ckpt_*.pt``) or a run directory.
+
+    A run directory resolves to its ``best.pt`` when present, else to its newest checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.pt"
+        if best.is_file():
+            path = best
+        else:
+            checkpoints = sorted((path / "checkpoints").glob("ckpt_*.pt"))
+            if not checkpoints:
+                raise FileNotFoundError(f"{path} holds neither best.pt nor checkpoints/ckpt_*.pt")
+            path = checkpoints[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"follower checkpoint not found: {path}")
+    state = load_file(path, device)
+    if isinstance(state, dict) and "follower" in state:
+        state = state["follower"]
+    return bundle_from_state(state, str(path), device)
