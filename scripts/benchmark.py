@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _bootstrap  # noqa: F401
 
 from scripts.benchmarks import BENCHMARKS
 
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="reduced run (under a minute)")
     parser.add_argument("options", nargs="*", help="benchmark-specific key=value options")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         module = importlib.import_module(BENCHMARKS[args.name])
     except ModuleNotFoundError as exc:

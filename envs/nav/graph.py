@@ -23,6 +23,7 @@ class NavGraph:
     index: dict[str, int] = field(init=False)
     distances: np.ndarray = field(init=False, repr=False)
     next_hop: np.ndarray = field(init=False, repr=False)
+    adjacency: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(len(self.viewpoints), 3)
@@ -30,6 +31,9 @@ class NavGraph:
         if len(self.index) != len(self.viewpoints):
             raise ValueError(f"scan {self.scan}: duplicate viewpoint ids")
         self.distances, self.next_hop = _all_pairs_shortest_paths(self.positions, self.edges)
+        self.adjacency = np.zeros((self.num_viewpoints, self.num_viewpoints), dtype=bool)
+        for i, j in self.edges:
+            self.adjacency[i, j] = self.adjacency[j, i] = True
 
     @property
     def num_viewpoints(self) -> int:
@@ -37,14 +41,7 @@ class NavGraph:
 
     def neighbours(self, vp: int) -> list[int]:
         """Indices adjacent to viewpoint index ``vp`` (sorted)."""
-        return sorted(int(j) for j in np.flatnonzero(self.adjacency[vp]))
-
-    @property
-    def adjacency(self) -> np.ndarray:
-        adj = np.zeros((self.num_viewpoints, self.num_viewpoints), dtype=bool)
-        for i, j in self.edges:
-            adj[i, j] = adj[j, i] = True
-        return adj
+        return [int(j) for j in np.flatnonzero(self.adjacency[vp])]
 
     def edge_length(self, i: int, j: int) -> float:
         return float(np.linalg.norm(self.positions[i] - self.positions[j]))

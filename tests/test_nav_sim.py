@@ -1,0 +1,370 @@
+"""NavVecEnv: equivalence with a per-episode reference simulator, teacher/random agents, protocol details."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs.nav.dataset import NavDataError, NavDataset, load_features_hdf5
+from envs.nav.metrics import episode_metrics, evaluate_split
+from envs.nav.simulator import NavVecEnv, nearest_view
+from scripts.benchmarks.nav_sim import ReferenceNavSim, random_actions
+from tests.nav_fixtures import FEATURE_DIM, make_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("navsim") / "data")
+
+
+@pytest.fixture(scope="module")
+def dataset(data_dir: Path) -> NavDataset:
+    return NavDataset(data_dir)
+
+
+def make_env(dataset: NavDataset, split: str = "train", num_envs: int = 4, **kwargs) -> NavVecEnv:
+    kwargs.setdefault("features", "random")
+    return NavVecEnv(dataset, split, num_envs, device="cpu", **kwargs)
+
+
+def make_reference(dataset: NavDataset, env: NavVecEnv, split: str, **kwargs) -> ReferenceNavSim:
+    episodes = dataset.episodes(split)
+    scans = sorted({ep.scan for ep in episodes})
+    keys = NavDataset.viewpoint_keys(dataset.graph(s) for s in scans)
+    features = {
+        k: v.astype(np.float32) for k, v in load_features_hdf5(dataset.feature_path("random"), keys).items()
+    }
+    return ReferenceNavSim(
+        {s: dataset.graph(s) for s in scans}, features, episodes, dataset.vocab(), env.num_envs,
+        max_steps=env.max_steps, max_degree=env.world.max_degree, **kwargs,
+    )  # fmt: skip
+
+
+def assert_obs_equal(
+    vec: dict[str, torch.Tensor], ref: dict[str, np.ndarray], rows: np.ndarray, where: str
+) -> None:
+    assert set(vec) == set(ref), where
+    for key in ref:
+        got, want = vec[key].numpy()[rows], ref[key][rows]
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{where}: {key}")
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"{where}: {key}")
+
+
+@pytest.mark.parametrize(
+    ("split", "num_envs", "sequential", "max_steps"),
+    [("train", 5, False, 6), ("val_unseen", 3, True, 4), ("train", 8, True, 15)],
+)
+def test_matches_reference_simulator(
+    dataset: NavDataset, split: str, num_envs: int, sequential: bool, max_steps: int
+) -> None:
+    env = make_env(
+        dataset, split, num_envs, sequential=sequential, max_steps=max_steps, record_trajectories=True
+    )
+    ref = make_reference(dataset, env, split, sequential=sequential)
+    generator = torch.Generator().manual_seed(3)
+    obs, ref_obs = env.reset(seed=11), ref.reset(seed=11)
+    all_rows = np.arange(num_envs)
+    assert_obs_equal(obs, ref_obs, all_rows, "reset")
+    for t in range(60):
+        actions = random_actions(obs["cand_mask"], generator, stop_prob=0.2)
+        obs, reward, terminated, truncated, info = env.step(actions)
+        ref_obs, ref_reward, ref_term, ref_trunc, ref_info = ref.step(actions.tolist())
+        active = np.array([s["active"] for s in ref.envs])
+        np.testing.assert_array_equal(info["active"].numpy(), active)
+        np.testing.assert_allclose(reward.numpy(), ref_reward, atol=1e-5, err_msg=f"step {t}")
+        np.testing.assert_array_equal(terminated.numpy(), ref_term)
+        np.testing.assert_array_equal(truncated.numpy(), ref_trunc)
+        assert_obs_equal(obs, ref_obs, all_rows[active], f"step {t}")
+        done = ref_term | ref_trunc
+        assert_obs_equal(info["final_obs"], ref_info["final_obs"], all_rows[done | active], f"final step {t}")
+        if env.all_done:
+            break
+    got, want = env.trajectories(), ref.finished
+    assert [r["instr_id"] for r in got] == [r["instr_id"] for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert [p[0] for p in a["trajectory"]] == [p[0] for p in b["trajectory"]]
+        np.testing.assert_allclose(
+            [p[1] for p in a["trajectory"]], [p[1] for p in b["trajectory"]], atol=1e-5
+        )
+    if sequential:
+        assert env.all_done and sorted(r["instr_id"] for r in got) == sorted(env.instruction_ids)
+
+
+def run_policy(env: NavVecEnv, policy, seed: int = 0) -> list[dict]:
+    obs = env.reset(seed=seed)
+    while not env.all_done:
+        obs = env.step(policy(obs))[0]
+    return env.trajectories()
+
+
+@pytest.mark.parametrize("split", ["val_seen", "val_unseen"])
+def test_teacher_is_perfect(dataset: NavDataset, split: str, tmp_path: Path) -> None:
+    env = make_env(dataset, split, num_envs=3, sequential=True)
+    records = run_policy(env, lambda obs: obs["teacher_action"])
+    assert sorted(r["instr_id"] for r in records) == sorted(env.instruction_ids)  # each exactly once
+    predictions = {r["instr_id"]: [p[0] for p in r["trajectory"]] for r in records}
+    summary, _ = evaluate_split(dataset, split, predictions)
+    assert summary["sr"] == summary["spl"] == summary["ndtw"] == summary["sdtw"] == 1.0
+    assert summary["ne"] == 0.0
+    paths = {ep.instr_id(k): ep.path for ep in dataset.episodes(split) for k in range(len(ep.instructions))}
+    assert all(predictions[iid] == paths[iid] for iid in predictions)
+
+
+def test_random_agent_is_poor(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=4, sequential=True)
+    generator = torch.Generator().manual_seed(0)
+    records = run_policy(env, lambda obs: random_actions(obs["cand_mask"], generator, stop_prob=0.3))
+    predictions = {r["instr_id"]: [p[0] for p in r["trajectory"]] for r in records}
+    summary, _ = evaluate_split(dataset, "train", predictions)
+    assert summary["sr"] < 0.5 and summary["ndtw"] < 0.8
+
+
+def test_episode_info_matches_metrics(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=4, sequential=True, max_steps=5)
+    generator = torch.Generator().manual_seed(1)
+    obs, returns = env.reset(seed=0), torch.zeros(4)
+    finished = []
+    while not env.all_done:
+        obs, reward, terminated, truncated, info = env.step(random_actions(obs["cand_mask"], generator))
+        returns += reward
+        done = terminated | truncated
+        for row in torch.nonzero(done).flatten().tolist():
+            finished.append(
+                {key: info[key][row].item() for key in info if key not in ("final_obs", "active")}
+            )
+            assert info["episode_return"][row].item() == pytest.approx(returns[row].item(), abs=1e-5)
+            assert info["nav_error"][row] == pytest.approx(info["final_obs"]["distance"][row].item())
+            assert info["episode_length"][row] == info["final_obs"]["step"][row]
+        returns[done] = 0.0
+    graphs = dataset.graphs()
+    paths = {ep.instr_id(k): (ep.scan, ep.path) for ep in dataset.episodes("train") for k in range(3)}
+    for record, info_row in zip(env.trajectories(), finished, strict=True):
+        assert env.instruction_ids[info_row["instruction_index"]] == record["instr_id"]
+        scan, ref_path = paths[record["instr_id"]]
+        m = episode_metrics(graphs[scan], [p[0] for p in record["trajectory"]], ref_path)
+        assert info_row["nav_error"] == pytest.approx(m["ne"], abs=1e-4)
+        assert info_row["success"] == bool(m["sr"]) and info_row["oracle_success"] == bool(m["osr"])
+        assert info_row["path_length"] == pytest.approx(m["tl"], abs=1e-4)
+        assert info_row["spl"] == pytest.approx(m["spl"], abs=1e-4)
+
+
+def test_truncation_and_rewards(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=2, max_steps=3, seed=5)
+    obs = env.reset()
+    start_distance = obs["distance"].clone()
+    total = torch.zeros(2)
+    for t in range(3):
+        # Always move (first navigable candidate), never STOP.
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(2, dtype=torch.int64))
+        total += reward
+        assert not terminated.any()
+        assert bool(truncated.all()) == (t == 2)
+    final = info["final_obs"]
+    assert final["step"].tolist() == [3, 3] and obs["step"].tolist() == [0, 0]
+    # Shaped move rewards telescope to the total reduction of the distance to the goal.
+    torch.testing.assert_close(total, start_distance - final["distance"], atol=1e-5, rtol=0)
+    assert info["episode_length"].tolist() == [3, 3]
+    # STOP: +2 within 3 m, -2 otherwise; sign rewards are +-1 per move.
+    env = make_env(dataset, "train", num_envs=4, seed=5, move_reward="sign")
+    obs = env.reset()
+    _, reward, terminated, _, _ = env.step(torch.full((4,), env.world.max_degree))
+    assert terminated.all()
+    expected = torch.where(obs["distance"] < 3.0, 2.0, -2.0)
+    torch.testing.assert_close(reward, expected)
+    _, reward, _, _, _ = env.step(torch.zeros(4, dtype=torch.int64))
+    assert set(reward.tolist()) <= {-1.0, 0.0, 1.0}
+
+
+def test_invalid_actions(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=3, seed=0)
+    obs = env.reset()
+    k = env.world.max_degree
+    bad = torch.tensor([k, k + 1, -1])
+    with pytest.raises(ValueError, match=r"2 invalid navigation actions: env 1: action .*env 2: action -1"):
+        env.step(bad)
+    masked = int(torch.nonzero(~obs["cand_mask"][0]).flatten()[0]) if not obs["cand_mask"][0].all() else None
+    with pytest.raises(ValueError, match="expected 3 actions"):
+        env.step(torch.zeros(2, dtype=torch.int64))
+    lenient = make_env(dataset, "train", num_envs=3, seed=0, validate_actions=False)
+    lenient.reset()
+    _, _, terminated, _, _ = lenient.step(bad)
+    assert terminated.tolist() == [True, True, True]  # invalid actions count as STOP
+    if masked is not None:
+        with pytest.raises(ValueError, match="env 0"):
+            env.step(torch.tensor([masked, k, k]))
+
+
+def test_step_before_reset(dataset: NavDataset) -> None:
+    with pytest.raises(RuntimeError, match="reset"):
+        make_env(dataset).step(torch.zeros(4, dtype=torch.int64))
+
+
+def test_seeded_episode_order(dataset: NavDataset) -> None:
+    def first_episodes(seed: int) -> list[int]:
+        env = make_env(dataset, "train", num_envs=2, seed=seed)
+        env.reset()
+        order = []
+        for _ in range(12):
+            order += env._episode.tolist()
+            env.step(torch.full((2,), env.world.max_degree))
+        return order
+
+    assert first_episodes(1) == first_episodes(1)
+    assert first_episodes(1) != first_episodes(2)
+    # The shuffled stream cycles over every instruction before repeating one.
+    env = make_env(dataset, "train", num_envs=1, seed=4)
+    env.reset()
+    seen = [int(env._episode)]
+    for _ in range(env.num_episodes - 1):
+        env.step(torch.tensor([env.world.max_degree]))
+        seen.append(int(env._episode))
+    assert sorted(seen) == list(range(env.num_episodes))
+
+
+def test_observation_content(dataset: NavDataset, data_dir: Path) -> None:
+    env = make_env(dataset, "train", num_envs=4, seed=2, angle_feature_size=8)
+    obs = env.reset()
+    k, d = env.world.max_degree, FEATURE_DIM
+    assert obs["cand_feats"].shape == (4, k + 1, d + 8) and obs["pano_feats"].shape == (4, 36, d + 8)
+    assert all(v.device.type == "cpu" for v in obs.values())
+    assert obs["cand_feats"].dtype == torch.float32 and obs["instr_ids"].dtype == torch.int64
+    for key, space in env.single_observation_space.spaces.items():
+        assert space.contains(obs[key][0].numpy()), key
+    assert env.single_action_space.n == k + 1
+    features = load_features_hdf5(data_dir / "features" / "random.hdf5")
+    vocab = dataset.vocab()
+    row = 1
+    vp_global, heading = int(env._vp[row]), float(env._heading[row])
+    graph, vp_id = _locate(env, vp_global)
+    raw = features[f"{graph.scan}_{vp_id}"].astype(np.float32)
+    ep = env._episode[row]
+    text = next(
+        e.instructions[int(i.split("_")[-1])]
+        for e in env.episodes
+        for i in [env.instruction_ids[ep]]
+        if str(e.path_id) == i.rsplit("_", 1)[0]
+    )
+    assert obs["instr_ids"][row][: obs["instr_mask"][row].sum()].tolist() == vocab.encode(text, 80)
+    np.testing.assert_allclose(obs["pano_feats"][row, :, :d].numpy(), raw, atol=1e-3)
+    np.testing.assert_allclose(obs["pano_feats"][row, 0, d:].numpy(), [
+        math.sin(-heading), math.cos(-heading), math.sin(-math.pi / 6), math.cos(-math.pi / 6)] * 2, atol=1e-5)  # fmt: skip
+    neighbours = graph.neighbours(graph.index[vp_id])
+    assert obs["cand_mask"][row].tolist() == [True] * len(neighbours) + [False] * (k - len(neighbours)) + [
+        True
+    ]
+    for c, j in enumerate(neighbours):
+        delta = graph.positions[j] - graph.positions[graph.index[vp_id]]
+        h, e = math.atan2(delta[0], delta[1]), math.atan2(delta[2], math.hypot(delta[0], delta[1]))
+        np.testing.assert_allclose(obs["cand_feats"][row, c, :d].numpy(), raw[nearest_view(h, e)], atol=1e-3)
+        np.testing.assert_allclose(
+            obs["cand_feats"][row, c, d : d + 4].numpy(),
+            [math.sin(h - heading), math.cos(h - heading), math.sin(e), math.cos(e)],
+            atol=1e-5,
+        )
+    assert not obs["cand_feats"][row, len(neighbours) :].any()  # padding and STOP are zero
+    # After moving along candidate 0 the agent faces the edge: going back is straight behind it.
+    obs, *_ = env.step(torch.zeros(4, dtype=torch.int64))
+    back = graph.neighbours(neighbours[0]).index(graph.index[vp_id])
+    np.testing.assert_allclose(obs["cand_feats"][row, back, d : d + 2].numpy(), [0.0, -1.0], atol=1e-5)
+
+
+def _locate(env: NavVecEnv, vp_global: int):
+    for s, scan in enumerate(env.world.scans):
+        lo, hi = env.world.scan_offset[s], env.world.scan_offset[s + 1]
+        if lo <= vp_global < hi:
+            graph = env.graphs[scan]
+            return graph, graph.viewpoints[vp_global - lo]
+    raise AssertionError(vp_global)
+
+
+def test_teacher_action_follows_shortest_path(dataset: NavDataset) -> None:
+    env = make_env(dataset, "val_seen", num_envs=2, seed=0)
+    obs = env.reset()
+    for _ in range(20):
+        for row in range(2):
+            graph, vp = _locate(env, int(env._vp[row]))
+            _, goal = _locate(env, int(env._goal[row]))
+            if vp == goal:
+                assert obs["teacher_action"][row] == env.world.max_degree
+            else:
+                nxt = graph.shortest_path(vp, goal)[1]
+                assert graph.neighbours(graph.index[vp])[int(obs["teacher_action"][row])] == graph.index[nxt]
+            assert obs["distance"][row].item() == pytest.approx(graph.distance(vp, goal), abs=1e-5)
+        obs = env.step(obs["teacher_action"])[0]
+
+
+def test_feature_sources(dataset: NavDataset, data_dir: Path) -> None:
+    by_name = make_env(dataset, "val_unseen", features="random")
+    keys = NavDataset.viewpoint_keys(by_name.graphs.values())
+    table = load_features_hdf5(data_dir / "features" / "random.hdf5", keys)
+    by_map = make_env(dataset, "val_unseen", features=table)
+    by_tensor = make_env(dataset, "val_unseen", features=torch.from_numpy(np.stack([table[k] for k in keys])))
+    half = make_env(dataset, "val_unseen", features="random", feature_dtype=torch.float16)
+    reference = by_name.reset(seed=0)
+    for env in (by_map, by_tensor, half):
+        obs = env.reset(seed=0)
+        torch.testing.assert_close(obs["pano_feats"], reference["pano_feats"], atol=1e-3, rtol=0)
+    with pytest.raises(NavDataError, match=r"expected shape \[\d+, 36, D\]"):
+        make_env(dataset, "val_unseen", features=torch.zeros(3, 36, 4))
+    del table[keys[2]]
+    with pytest.raises(NavDataError, match=keys[2]):
+        make_env(dataset, "val_unseen", features=table)
+
+
+def test_constructor_errors(dataset: NavDataset) -> None:
+    with pytest.raises(ValueError, match="angle_feature_size"):
+        make_env(dataset, angle_feature_size=6)
+    with pytest.raises(ValueError, match="max_degree"):
+        make_env(dataset, max_degree=1)
+    with pytest.raises(ValueError, match="move_reward"):
+        make_env(dataset, move_reward="dense")
+    with (
+        pytest.raises(ValueError, match="CUDA is not available") if not torch.cuda.is_available() else _noop()
+    ):
+        NavVecEnv(dataset, "train", 2, features="random", device="cuda")
+    with pytest.raises(FileNotFoundError, match="split 'test'"):
+        make_env(dataset, "test")
+    env = make_env(dataset, "train", num_envs=2, max_degree=12)
+    assert env.reset()["cand_mask"].shape == (2, 13)
+
+
+def _noop():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_episode_list_split_and_trajectory_format(dataset: NavDataset) -> None:
+    episodes = dataset.episodes("val_seen")[:1]
+    env = NavVecEnv(dataset, episodes, 2, features="random", device="cpu", sequential=True)
+    records = run_policy(env, lambda obs: obs["teacher_action"])
+    assert len(records) == len(episodes[0].instructions)
+    first = records[0]["trajectory"][0]
+    assert (
+        first[0] == episodes[0].path[0] and first[1] == pytest.approx(episodes[0].heading) and first[2] == 0.0
+    )
+    with pytest.raises(RuntimeError, match="record_trajectories"):
+        make_env(dataset, "train").trajectories()
+
+
+def test_world_builder_tiny_preset(tmp_path: Path) -> None:
+    build = pytest.importorskip("envs.nav.build", reason="world generator not available yet")
+    root = tmp_path / "tiny"
+    build.build_world(build.make_config("tiny"), root, show_progress=False)
+    dataset = NavDataset(root)
+    episodes = dataset.episodes("val_seen")
+    scans = sorted({ep.scan for ep in episodes})
+    count = sum(dataset.graph(s).num_viewpoints for s in scans)
+    env = NavVecEnv(
+        dataset, "val_seen", 4, features=torch.randn(count, 36, 16), device="cpu", sequential=True
+    )
+    records = run_policy(env, lambda obs: obs["teacher_action"])
+    predictions = {r["instr_id"]: [p[0] for p in r["trajectory"]] for r in records}
+    summary, _ = evaluate_split(dataset, "val_seen", predictions)
+    assert summary["sr"] == summary["spl"] == summary["ndtw"] == 1.0
