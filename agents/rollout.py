@@ -104,12 +104,13 @@ class RolloutCollector:
         action, extras = output if isinstance(output, tuple) else (output, {})
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         done = terminated | truncated
-        true_next = select_rows(done, info["final_obs"], next_obs)
+        any_done = bool(done.any())
+        true_next = select_rows(done, info["final_obs"], next_obs) if any_done else next_obs
         transition = Transition(self.obs, action, reward, terminated, truncated, true_next, extras, info)
         if self.sink is not None:
             self.sink(transition)
         self.global_step += self.env.num_envs
-        if bool(done.any()):
+        if any_done:
             self._record_episodes(done, info)
             if self.on_episode_end is not None:
                 self.on_episode_end(done)

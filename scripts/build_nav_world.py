@@ -1,7 +1,11 @@
-"""Build the procedural navigation world (houses, graphs, R2R episodes, instructions).
+"""Build the procedural navigation world (houses, graphs, R2R episodes, instructions, view features).
 
     python scripts/build_nav_world.py --preset tiny|small|benchmark [--out data/nav/<preset>] [--seed N]
-                                      [--overwrite] [key=value ...]
+                                      [--features cnn|oracle|none] [--overwrite] [key=value ...]
+
+After the world, the view features are built (``features/<cnn|oracle>.hdf5``: rendered panoramas
+encoded by the trained view encoder, or the oracle semantic descriptors); ``--features none``
+skips that step.
 
 Overrides use the keys of ``envs.nav.build.BuildConfig``, e.g. ``train_houses=20 house.max_rooms=8
 graph.spacing=2.5 workers=2``. Rebuilding an existing directory with the same settings keeps it as it
@@ -16,6 +20,7 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 from envs.nav.build import PRESETS, build_world, make_config
+from envs.nav.features import FeatureConfig, build_features
 from runtime.cli import run_main
 
 
@@ -26,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="world seed (default: the config's, 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a different existing dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--features",
+        choices=["cnn", "oracle", "none"],
+        default="cnn",
+        help="view features to build after the world (default cnn)",
+    )
+    parser.add_argument("--device", default="auto", help="device for rendering and the view encoder")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the build config")
     args = parser.parse_args(argv)
 
@@ -49,7 +61,24 @@ def main(argv: list[str] | None = None) -> int:
         f"  paths: {summary['path_length_m']['mean']:.2f} m and {summary['path_edges']['mean']:.2f} edges "
         f"on average; build time {summary['build_seconds']:.1f} s"
     )
+    if args.features != "none":
+        features = build_features(
+            out,
+            name=args.features,
+            config=FeatureConfig(kind=args.features),
+            device=args.device,
+            show_progress=not args.no_progress,
+        )
+        print(f"  features: {out / 'features' / (args.features + '.hdf5')} ({_feature_line(features)})")
     return 0
+
+
+def _feature_line(summary: dict) -> str:
+    report = summary.get("encoder_report") or {}
+    parts = [f"{key} {value:.3f}" for key, value in report.items() if isinstance(value, float)]
+    return f"{summary['viewpoints']} viewpoints in {summary['total_seconds']:.0f} s" + (
+        "; encoder " + ", ".join(parts) if parts else ""
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""Top-down maps, first-person frames, TensorBoard logging and the render_episode script."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from envs.nav.build import load_house
+from envs.nav.dataset import NavDataset
+from envs.nav.viz import (
+    AGENT_RGB,
+    REFERENCE_RGB,
+    episode_frames,
+    log_episode,
+    path_headings,
+    top_down_map,
+    trajectory_viewpoints,
+)
+from runtime.logger import RunLogger
+from tests.nav_perception_helpers import small_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return small_world(tmp_path_factory.mktemp("world") / "nav")
+
+
+@pytest.fixture(scope="module")
+def episode(world):
+    dataset = NavDataset(world)
+    ep = dataset.episodes("val_unseen")[0]
+    house, _ = load_house(world, ep.scan)
+    return ep, house, dataset.graph(ep.scan)
+
+
+def detour(graph, path: list[str]) -> list[str]:
+    """The first two steps of ``path``, then a neighbour off the path: a wrong turn."""
+    here = graph.index[path[1]]
+    off = next(graph.viewpoints[n] for n in graph.neighbours(here) if graph.viewpoints[n] not in path)
+    return [path[0], path[1], off]
+
+
+def has_colour(image: np.ndarray, rgb: tuple[int, int, int]) -> bool:
+    return bool((image == np.array(rgb, dtype=np.uint8)).all(-1).any())
+
+
+def test_top_down_map_draws_both_paths(episode):
+    ep, house, graph = episode
+    agent = detour(graph, ep.path)
+    image = top_down_map(house, graph, ep.path, agent, size=300)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert max(image.shape[:2]) in (300, 301)
+    assert has_colour(image, REFERENCE_RGB) and has_colour(image, AGENT_RGB)
+    plain = top_down_map(house, graph, size=300)
+    assert not has_colour(plain, REFERENCE_RGB) and not has_colour(plain, AGENT_RGB)
+    with pytest.raises(KeyError, match="not in scan"):
+        top_down_map(house, graph, ["nowhere"], size=300)
+
+
+def test_trajectory_entries_and_headings(episode):
+    ep, _, graph = episode
+    entries = [[vp, 0.0, 0.0] for vp in ep.path[:2]] + [[ep.path[1], 1.0, 0.0]]
+    assert trajectory_viewpoints(graph, entries) == ep.path[:2]
+    headings = path_headings(graph, ep.path[:2], 0.25)
+    a, b = graph.positions[graph.index[ep.path[0]]], graph.positions[graph.index[ep.path[1]]]
+    assert headings[0] == 0.25 and headings[1] == pytest.approx(np.arctan2(b[0] - a[0], b[1] - a[1]))
+
+
+def test_episode_frames_one_per_step(episode):
+    ep, house, graph = episode
+    frames = episode_frames(
+        house, graph, ep.path, ep.heading, ep.instructions[0], front_size=64, strip_size=16
+    )
+    assert frames.dtype == np.uint8 and frames.shape == (len(ep.path), 64 + 16 + 8, 12 * 16, 3)
+    # The agent moves, so what it sees changes from step to step.
+    assert all(not np.array_equal(frames[t], frames[t + 1]) for t in range(len(frames) - 1))
+
+
+def test_logged_map_gif_and_text_are_readable_by_tensorboard(tmp_path, episode):
+    ep, house, graph = episode
+    agent = detour(graph, ep.path)
+    with RunLogger(tmp_path / "run") as logger:
+        logged = log_episode(logger, "val_unseen/episode", 5, house, graph, ep, agent, map_size=200)
+    assert "distance to goal" in logged["text"] and ep.instructions[0] in logged["text"]
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    images = acc.Tags()["images"]
+    assert "val_unseen/episode/map" in images and "val_unseen/episode/frames" in images
+    png = acc.Images("val_unseen/episode/map")[0]
+    assert png.step == 5 and Image.open(io.BytesIO(png.encoded_image_string)).size == (
+        logged["map"].shape[1],
+        logged["map"].shape[0],
+    )
+    gif = Image.open(io.BytesIO(acc.Images("val_unseen/episode/frames")[0].encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames == len(agent)
+    assert any(tag.startswith("val_unseen/episode/instruction") for tag in acc.Tags()["tensors"])
+
+
+def test_render_episode_script(tmp_path, world, episode):
+    ep, _, graph = episode
+    script = [sys.executable, str(ROOT / "scripts" / "render_episode.py"), "--data", str(world)]
+    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
+    preds = tmp_path / "preds.json"
+    agent = detour(graph, ep.path)
+    preds.write_text(
+        json.dumps([{"instr_id": f"{ep.path_id}_1", "trajectory": [[vp, 0.0, 0.0] for vp in agent]}])
+    )
+    png, gif = tmp_path / "map.png", tmp_path / "walk.gif"
+    done = subprocess.run(
+        [
+            *script,
+            "--episode",
+            f"{ep.path_id}_1",
+            "--trajectory",
+            str(preds),
+            "--out",
+            str(png),
+            "--out",
+            str(gif),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Image.open(png).format == "PNG" and Image.open(gif).n_frames == len(agent)
+    assert ep.instructions[1] in done.stdout
+    missing = subprocess.run(
+        [*script, "--episode", "no_such_episode", "--out", str(png)], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 2 and "no_such_episode" in missing.stderr

@@ -1,0 +1,130 @@
+"""Stable-Baselines3 adapter: SB3 conventions round-trip, and SB3 algorithms train on real ALE games."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import VecFrameStack
+
+from envs.atari import AtariVecEnv
+from envs.sb3 import SB3VecEnvAdapter
+from tests.countdown_env import CountdownEnv
+
+
+def test_round_trip_matches_the_protocol_env() -> None:
+    # Env 0 terminates every 2 steps; envs 1 and 2 are truncated by the 3-step limit.
+    reference = CountdownEnv([2, 50, 50], limit=3)
+    adapter = SB3VecEnvAdapter(CountdownEnv([2, 50, 50], limit=3))
+    np.testing.assert_array_equal(adapter.reset(), reference.reset().numpy())
+    for step in range(1, 7):
+        actions = np.array([step % 3, 1, 2])
+        obs, reward, terminated, truncated, info = reference.step(torch.from_numpy(actions))
+        adapter.step_async(actions)
+        sb3_obs, sb3_reward, dones, infos = adapter.step_wait()
+        np.testing.assert_array_equal(sb3_obs, obs.numpy())
+        assert sb3_reward.dtype == np.float32
+        np.testing.assert_array_equal(sb3_reward, reward.numpy())
+        np.testing.assert_array_equal(dones, (terminated | truncated).numpy())
+        for i, done in enumerate(dones):
+            if not done:
+                assert infos[i] == {}
+                continue
+            np.testing.assert_array_equal(infos[i]["terminal_observation"], info["final_obs"][i].numpy())
+            assert infos[i]["TimeLimit.truncated"] == bool(truncated[i] and not terminated[i])
+            assert infos[i]["episode"]["r"] == float(info["episode_return"][i])
+            assert infos[i]["episode"]["l"] == int(info["episode_length"][i])
+    # Env 0 terminated at steps 2, 4, 6 (never a time-limit cut); env 1 was truncated at 3 and 6.
+    assert [infos[0]["TimeLimit.truncated"], infos[1]["TimeLimit.truncated"]] == [False, True]
+
+
+def test_atari_round_trip_and_terminal_observation() -> None:
+    adapter = SB3VecEnvAdapter(AtariVecEnv("Pong", 2, device="cpu", seed=0, max_episode_frames=40))
+    assert adapter.observation_space.shape == (4, 84, 84) and adapter.action_space.n == 6
+    first = adapter.reset()
+    assert first.shape == (2, 4, 84, 84) and first.dtype == np.uint8
+    for _ in range(10):
+        previous = adapter.step(np.zeros(2, dtype=np.int64))
+    obs, _, dones, infos = previous
+    assert dones.all()
+    np.testing.assert_array_equal(obs, first)
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True
+        assert info["terminal_observation"].shape == (4, 84, 84)
+        assert not np.array_equal(info["terminal_observation"], obs[0])
+        assert info["episode"]["l"] == 10
+
+
+def test_seed_applies_to_the_next_reset_only() -> None:
+    adapter = SB3VecEnvAdapter(AtariVecEnv("Breakout", 2, device="cpu"))
+    direct = AtariVecEnv("Breakout", 2, device="cpu")
+    assert adapter.seed(11) == [11, 12]
+    np.testing.assert_array_equal(adapter.reset(), direct.reset(seed=11).numpy())
+    actions = np.array([1, 3])
+    for _ in range(40):
+        adapter.step_async(actions)
+        obs = adapter.step_wait()[0]
+        expected = direct.step(torch.from_numpy(actions))[0]
+    np.testing.assert_array_equal(obs, expected.numpy())
+    assert adapter._seeds == [None, None]
+
+
+def test_attribute_and_method_access() -> None:
+    env = CountdownEnv([2, 3])
+    adapter = SB3VecEnvAdapter(env)
+    assert adapter.render_mode is None
+    assert adapter.get_attr("limit") == [1000, 1000]
+    assert adapter.get_attr("limit", indices=1) == [1000]
+    adapter.set_attr("limit", 7)
+    assert env.limit == 7
+    assert adapter.env_method("_obs", indices=[0])[0].shape == (2, 3)
+    assert adapter.env_is_wrapped(Monitor) == [True, True]
+    assert adapter.env_is_wrapped(VecFrameStack) == [False, False]
+    with pytest.raises(IndexError, match="env index 5"):
+        adapter.get_attr("limit", indices=[5])
+    with pytest.raises(AttributeError):
+        adapter.get_attr("no_such_attribute")
+    with pytest.raises(RuntimeError, match="step_async"):
+        adapter.step_wait()
+    with pytest.raises(NotImplementedError, match="cannot render"):
+        adapter.get_images()
+
+
+def test_evaluate_policy_uses_raw_episode_statistics() -> None:
+    # Rewards are action + 1 (up to 3 per step): a clipped or per-life count would differ.
+    adapter = SB3VecEnvAdapter(CountdownEnv([4, 4]))
+    model = PPO("MlpPolicy", adapter, n_steps=8, batch_size=8, seed=0, device="cpu")
+    returns, lengths = evaluate_policy(model, adapter, n_eval_episodes=4, return_episode_rewards=True)
+    assert lengths == [4, 4, 4, 4]
+    assert all(4.0 <= r <= 12.0 for r in returns)
+
+
+def test_sb3_dqn_learns_on_an_ale_game() -> None:
+    adapter = SB3VecEnvAdapter(AtariVecEnv("Pong", 2, device="cpu", seed=0, max_episode_frames=400))
+    model = DQN(
+        "CnnPolicy",
+        adapter,
+        buffer_size=400,
+        learning_starts=100,
+        train_freq=4,
+        batch_size=16,
+        seed=0,
+        device="cpu",
+    )
+    model.learn(total_timesteps=300)
+    assert model.num_timesteps >= 300
+    # Episodes of 100 agent steps ended and were logged the Monitor way.
+    assert len(model.ep_info_buffer) >= 2
+    assert all(info["l"] == 100 for info in model.ep_info_buffer)
+
+
+def test_sb3_ppo_learns_on_an_ale_game() -> None:
+    adapter = SB3VecEnvAdapter(AtariVecEnv("Breakout", 2, device="cpu", seed=0))
+    model = PPO("CnnPolicy", adapter, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    actions, _ = model.predict(adapter.reset(), deterministic=True)
+    assert actions.shape == (2,)
