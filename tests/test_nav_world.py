@@ -291,15 +291,30 @@ def test_build_script_and_its_errors(tmp_path):
         str(out),
     ]
     args = ["--no-progress", "train_houses=1", "val_unseen_houses=0", "test_houses=0"]
-    done = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [*cmd, *args, "--features", "oracle", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "houses 1" in done.stdout and (out / "summary.json").is_file()
+    assert (out / "features" / "oracle.hdf5").is_file() and "features:" in done.stdout
     clash = subprocess.run(
-        [*cmd, *args, "--seed", "4"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        [*cmd, *args, "--features", "none", "--seed", "4"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert clash.returncode == 2 and "--overwrite" in clash.stderr
     bad = subprocess.run(
-        [*cmd, "--no-progress", "bogus=1"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        [*cmd, "--no-progress", "--features", "none", "bogus=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert bad.returncode == 2 and "bogus" in bad.stderr
 
