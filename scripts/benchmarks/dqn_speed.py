@@ -85,7 +85,7 @@ def stable_baselines3(learning_starts: int, measured_steps: int) -> float:
 
     # frameskip=1 in the ALE env because SB3's AtariWrapper skips 4 frames itself (v5 + wrapper = 16)
     env = make_atari_env(
-        "ALE/Breakout-v5",
+        "ale_py:ALE/Breakout-v5",  # the module prefix registers the ALE ids
         n_envs=1,
         seed=0,
         env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25},
