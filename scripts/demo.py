@@ -1,14 +1,23 @@
-"""The main job on the embedded defaults: a short DQN run on a real Atari game, logged to TensorBoard.
+"""The main job on the embedded defaults: a short DQN run on Atari, then the navigation pipeline.
 
-    python scripts/demo.py [--steps 20000] [--game Breakout] [--runs-dir runs]
+    python scripts/demo.py [--steps 10000] [--game Breakout] [--runs-dir runs] [--skip-dqn] [--skip-nav]
 
-Trains DQN briefly (data-efficient preset, small budget), evaluates it, records an evaluation
-video, and prints where the TensorBoard run is and how to open it.
+1. Trains DQN briefly on a real Atari game (data-efficient preset, small budget), evaluates it and
+   records an evaluation video.
+2. Runs the navigation pipeline on the ``small`` world preset with small budgets: build the world
+   and its view features, train the speaker, synthesize instructions for new paths, pretrain the
+   follower (MLM + action prediction), fine-tune it (imitation + DAgger + A2C) and evaluate it on
+   val_unseen (metrics, submission file, maps and GIFs in TensorBoard).
+
+Everything is logged under ``runs/``; the script ends by printing how to open TensorBoard.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
@@ -40,8 +49,6 @@ def run_dqn(steps: int, game: str, runs_dir: Path) -> Path:
     config = load_config(DQNConfig, ROOT / "configs" / "dqn_atari100k.yaml", overrides)
     run_dir = runs_dir / config.name
     if run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     result = DQNTrainer(config, run_dir).train()
     print(
@@ -50,15 +57,98 @@ def run_dqn(steps: int, game: str, runs_dir: Path) -> Path:
     return run_dir
 
 
+def _stage(title: str, script: str, *args: str) -> None:
+    print(f"\n== {title}: {script} {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], check=True)
+
+
+def run_navigation(data: Path, runs_dir: Path) -> list[Path]:
+    """The PREVALENT recipe end to end on the small preset, with demo-sized budgets."""
+    data_args = ["--data", str(data)]
+    runs = [f"runs_dir={runs_dir}"]
+    _stage("world + view features", "build_nav_world.py", "--preset", "small", "--out", str(data))
+    _stage(
+        "speaker",
+        "train_speaker.py",
+        "--config",
+        str(ROOT / "configs" / "vln_speaker.yaml"),
+        *data_args,
+        "name=demo-speaker",
+        "iterations=300",
+        "eval_every=150",
+        "checkpoint_every=150",
+        *runs,
+    )
+    _stage(
+        "synthesis",
+        "synthesize.py",
+        *data_args,
+        "--speaker",
+        str(runs_dir / "demo-speaker"),
+        "--paths",
+        "500",
+        "--overwrite",
+    )
+    _stage(
+        "pretraining",
+        "pretrain_vln.py",
+        "--config",
+        str(ROOT / "configs" / "vln_pretrain.yaml"),
+        *data_args,
+        "name=demo-pretrain",
+        "iterations=200",
+        "eval_every=100",
+        "checkpoint_every=100",
+        *runs,
+    )
+    _stage(
+        "fine-tuning",
+        "finetune_vln.py",
+        "--config",
+        str(ROOT / "configs" / "vln_finetune.yaml"),
+        *data_args,
+        "name=demo-finetune",
+        f"init={runs_dir / 'demo-pretrain'}",
+        "iterations=100",
+        "eval_every=50",
+        "checkpoint_every=50",
+        *runs,
+    )
+    _stage(
+        "evaluation",
+        "evaluate_vln.py",
+        "--checkpoint",
+        str(runs_dir / "demo-finetune"),
+        *data_args,
+        "--split",
+        "val_unseen",
+        "--out-dir",
+        str(runs_dir / "demo-eval"),
+        "--log-dir",
+        str(runs_dir / "demo-eval"),
+    )
+    return [runs_dir / name for name in ("demo-speaker", "demo-pretrain", "demo-finetune", "demo-eval")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Lodestar demo job.")
-    parser.add_argument("--steps", type=int, default=20_000, help="DQN agent steps")
+    parser.add_argument("--steps", type=int, default=10_000, help="DQN agent steps")
     parser.add_argument("--game", default="Breakout")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--nav-data", type=Path, default=Path("data/nav/small"))
+    parser.add_argument("--skip-dqn", action="store_true")
+    parser.add_argument("--skip-nav", action="store_true")
     args = parser.parse_args(argv)
-    run_dir = run_dqn(args.steps, args.game, args.runs_dir)
-    print(f"\nTensorBoard run: {run_dir.resolve()}")
-    print(f"open it with:    .venv/bin/tensorboard --logdir {args.runs_dir} --host 127.0.0.1 --port 6006")
+    run_dirs = []
+    if not args.skip_dqn:
+        run_dirs.append(run_dqn(args.steps, args.game, args.runs_dir))
+    if not args.skip_nav:
+        run_dirs += run_navigation(args.nav_data, args.runs_dir)
+    print("\nTensorBoard runs:")
+    for run_dir in run_dirs:
+        print(f"  {run_dir.resolve()}")
+    print(f"open them with: .venv/bin/tensorboard --logdir {args.runs_dir} --host 127.0.0.1 --port 6006")
+    print("then browse to http://127.0.0.1:6006")
     return 0
 
 
