@@ -1,4 +1,5 @@
-"""NavVecEnv: equivalence with a per-episode reference simulator, teacher/random agents, protocol details."""
+"""NavVecEnv: equivalence with a per-episode reference simulator, teacher/random agents, protocol details,
+and the index observation mode with its feature table."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from envs.nav.dataset import NavDataError, NavDataset, load_features_hdf5
+from envs.nav.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS, FeatureTable, angle_features
 from envs.nav.metrics import episode_metrics, evaluate_split
 from envs.nav.simulator import NavVecEnv, nearest_view
 from scripts.benchmarks.nav_sim import ReferenceNavSim, random_actions
@@ -56,21 +58,51 @@ def assert_obs_equal(
             np.testing.assert_array_equal(got, want, err_msg=f"{where}: {key}")
 
 
+def assert_candidates_match(
+    obs: dict[str, torch.Tensor], ref: list, rows: np.ndarray, where: str, env: NavVecEnv
+) -> None:
+    """Index observations name the reference's viewpoint, candidate views and angles directly."""
+    ids = env.world.viewpoint_ids
+    for row in rows.tolist():
+        ob, cand_view = ref[row], obs["cand_view"][row].tolist()
+        count = len(ob["candidate"])
+        assert ids[int(obs["pano_index"][row])] == ob["viewpoint"], where
+        assert [ids[v // 36] for v in cand_view[:count]] == [ob["viewpoint"]] * count, where
+        assert [v % 36 for v in cand_view[:count]] == [c[4] for c in ob["candidate"]], where
+        assert cand_view[count:] == [-1] * (len(cand_view) - count), where
+        np.testing.assert_allclose(obs["cand_angles"][row, :count].numpy(), ob["cand_angles"], atol=1e-5)
+        h = ob["heading"]
+        np.testing.assert_allclose(obs["heading"][row].numpy(), [math.sin(h), math.cos(h)], atol=1e-6)
+
+
+def assert_matches_reference(
+    obs: dict[str, torch.Tensor], ref_obs: dict | list, rows: np.ndarray, where: str, env: NavVecEnv,
+    ref: ReferenceNavSim,
+) -> None:  # fmt: skip
+    """Compare an observation with the reference's; index observations also in the features layout."""
+    if isinstance(ref_obs, list):
+        assert_candidates_match(obs, ref_obs, rows, where, env)
+        obs, ref_obs = env.feature_table.materialise(obs), ref.batch(ref_obs)
+    assert_obs_equal(obs, ref_obs, rows, where)
+
+
+@pytest.mark.parametrize("observation", ["features", "indices"])
 @pytest.mark.parametrize(
     ("split", "num_envs", "sequential", "max_steps"),
     [("train", 5, False, 6), ("val_unseen", 3, True, 4), ("train", 8, True, 15)],
 )
 def test_matches_reference_simulator(
-    dataset: NavDataset, split: str, num_envs: int, sequential: bool, max_steps: int
+    dataset: NavDataset, split: str, num_envs: int, sequential: bool, max_steps: int, observation: str
 ) -> None:
     env = make_env(
-        dataset, split, num_envs, sequential=sequential, max_steps=max_steps, record_trajectories=True
-    )
-    ref = make_reference(dataset, env, split, sequential=sequential)
+        dataset, split, num_envs, sequential=sequential, max_steps=max_steps, record_trajectories=True,
+        observation=observation,
+    )  # fmt: skip
+    ref = make_reference(dataset, env, split, sequential=sequential, observation=observation)
     generator = torch.Generator().manual_seed(3)
     obs, ref_obs = env.reset(seed=11), ref.reset(seed=11)
     all_rows = np.arange(num_envs)
-    assert_obs_equal(obs, ref_obs, all_rows, "reset")
+    assert_matches_reference(obs, ref_obs, all_rows, "reset", env, ref)
     for t in range(60):
         actions = random_actions(obs["cand_mask"], generator, stop_prob=0.2)
         obs, reward, terminated, truncated, info = env.step(actions)
@@ -80,9 +112,9 @@ def test_matches_reference_simulator(
         np.testing.assert_allclose(reward.numpy(), ref_reward, atol=1e-5, err_msg=f"step {t}")
         np.testing.assert_array_equal(terminated.numpy(), ref_term)
         np.testing.assert_array_equal(truncated.numpy(), ref_trunc)
-        assert_obs_equal(obs, ref_obs, all_rows[active], f"step {t}")
-        done = ref_term | ref_trunc
-        assert_obs_equal(info["final_obs"], ref_info["final_obs"], all_rows[done | active], f"final step {t}")
+        assert_matches_reference(obs, ref_obs, all_rows[active], f"step {t}", env, ref)
+        final_rows, final = all_rows[(ref_term | ref_trunc) | active], info["final_obs"]
+        assert_matches_reference(final, ref_info["final_obs"], final_rows, f"final step {t}", env, ref)
         if env.all_done:
             break
     got, want = env.trajectories(), ref.finished
@@ -324,6 +356,8 @@ def test_constructor_errors(dataset: NavDataset) -> None:
         make_env(dataset, max_degree=1)
     with pytest.raises(ValueError, match="move_reward"):
         make_env(dataset, move_reward="dense")
+    with pytest.raises(ValueError, match="observation must be one of"):
+        make_env(dataset, observation="pixels")
     with (
         pytest.raises(ValueError, match="CUDA is not available") if not torch.cuda.is_available() else _noop()
     ):
@@ -368,3 +402,115 @@ def test_world_builder_tiny_preset(tmp_path: Path) -> None:
     predictions = {r["instr_id"]: [p[0] for p in r["trajectory"]] for r in records}
     summary, _ = evaluate_split(dataset, "val_seen", predictions)
     assert summary["sr"] == summary["spl"] == summary["ndtw"] == 1.0
+
+
+# -- index observations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("split", "num_envs", "sequential", "options"),
+    [
+        ("train", 6, False, {}),
+        ("train", 4, False, {"angle_feature_size": 8, "feature_dtype": torch.float16, "move_reward": "sign"}),
+        ("val_unseen", 5, True, {"observe_pano": False, "max_steps": 4}),
+        ("val_seen", 3, True, {"validate_actions": False}),
+    ],
+)
+def test_indices_mode_reproduces_features_mode(
+    dataset: NavDataset, split: str, num_envs: int, sequential: bool, options: dict
+) -> None:
+    """Gathering from index observations gives the features observations bit for bit, final ones too."""
+    features, indices = (
+        make_env(dataset, split, num_envs, sequential=sequential, observation=mode, seed=4, **options)
+        for mode in ("features", "indices")
+    )
+    obs, index_obs = features.reset(), indices.reset()
+    assert set(index_obs) - set(obs) == (
+        {"cand_view", "cand_angles", "pano_index", "heading"}
+        if features.observe_pano
+        else {"cand_view", "cand_angles"}
+    )
+    assert_identical(obs, indices.feature_table.materialise(index_obs), "reset")
+    generator = torch.Generator().manual_seed(5)
+    finished = 0
+    for t in range(40):
+        actions = random_actions(obs["cand_mask"], generator, stop_prob=0.25)
+        if options.get("validate_actions") is False and t % 3 == 0:
+            actions[0] = features.world.max_degree + 3  # invalid: counts as STOP in both
+        obs, reward, terminated, truncated, info = features.step(actions)
+        index_obs, *rest, index_info = indices.step(actions)
+        torch.testing.assert_close(list(rest), [reward, terminated, truncated], rtol=0, atol=0)
+        assert_identical(obs, indices.feature_table.materialise(index_obs), f"step {t}")
+        assert_identical(
+            info.pop("final_obs"),
+            indices.feature_table.materialise(index_info.pop("final_obs")),
+            f"final {t}",
+        )
+        assert_identical(info, index_info, f"info {t}")
+        finished += int((terminated | truncated).sum())
+        if features.all_done:
+            break
+    assert finished > num_envs  # episodes ended and restarted along the way
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], where: str) -> None:
+    assert a.keys() == b.keys(), where
+    for key, value in a.items():
+        assert value.dtype == b[key].dtype and torch.equal(value, b[key]), f"{where}: {key}"
+
+
+def test_index_observation_content(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=5, seed=2, observation="indices")
+    obs = env.reset()
+    for _ in range(3):
+        for key, space in env.single_observation_space.spaces.items():
+            assert all(space.contains(obs[key][row].numpy()) for row in range(5)), key
+        assert all(value.is_contiguous() for value in obs.values())
+        vp = obs["pano_index"]
+        torch.testing.assert_close(vp, env._vp)
+        torch.testing.assert_close(obs["heading"], torch.stack([env._heading.sin(), env._heading.cos()], 1))
+        masked = ~obs["cand_mask"]
+        masked[:, -1] = True  # STOP has no view either
+        assert (obs["cand_view"][masked] == -1).all() and not obs["cand_angles"][masked].any()
+        views = obs["cand_view"][~masked]
+        assert (views // 36 == vp[:, None].expand_as(masked)[~masked]).all()
+        assert (views % 36 == env.world.edge_view[vp][~masked[:, :-1]]).all()
+        obs = env.step(random_actions(obs["cand_mask"], torch.Generator().manual_seed(1), stop_prob=0.0))[0]
+
+
+def test_feature_table() -> None:
+    features = torch.randn(3, 36, 5)
+    table = FeatureTable(features, angle_feature_size=8, dtype=torch.float16)
+    assert table.num_viewpoints == 3 and table.table.dtype == torch.float16
+    assert not table.state_dict()  # the table is not part of a policy checkpoint
+    rows = torch.tensor([[0, 37, -1], [107, -1, 5]])
+    gathered = table.gather(rows)
+    assert gathered.shape == (2, 3, 13) and gathered.dtype == torch.float32
+    assert not gathered[..., 5:].any() and not gathered[0, 2].any() and not gathered[1, 1].any()
+    torch.testing.assert_close(table.visual(rows)[1, 0], features[2, 35].half().float())
+    heading = torch.tensor([0.3, -2.0])
+    sincos = torch.stack([heading.sin(), heading.cos()], 1)
+    rel = torch.tensor(VIEW_HEADINGS, dtype=torch.float32) - heading[:, None]
+    expected = angle_features(rel, torch.tensor(VIEW_ELEVATIONS, dtype=torch.float32).expand_as(rel), 8)
+    torch.testing.assert_close(table.pano_angles(sincos), expected, atol=1e-6, rtol=0)
+    pano = table.pano_feats(torch.tensor([2, 0]), sincos)
+    torch.testing.assert_close(pano[0, :, :5], features[2].half().float())
+    torch.testing.assert_close(pano[:, :, 5:], table.pano_angles(sincos))
+    with pytest.raises(KeyError, match="cand_angles"):
+        table.materialise({"cand_view": rows})
+    with pytest.raises(ValueError, match=r"\[V, 36, D\]"):
+        FeatureTable(torch.zeros(3, 12, 5))
+
+
+def test_trajectories_are_cleared_incrementally(dataset: NavDataset) -> None:
+    env = make_env(dataset, "train", num_envs=3, seed=1, record_trajectories=True, observation="indices")
+    obs, generator, seen = env.reset(), torch.Generator().manual_seed(2), []
+    for t in range(30):
+        obs = env.step(random_actions(obs["cand_mask"], generator, stop_prob=0.3))[0]
+        if t % 7 == 6:
+            seen += env.trajectories(clear=True)
+    assert env.trajectories(clear=False) == env.trajectories()  # nothing is lost without clearing
+    seen += env.trajectories(clear=True)
+    assert env.trajectories() == [] and len(seen) >= 6
+    starts = {ep.instr_id(k): ep.path[0] for ep in env.episodes for k in range(len(ep.instructions))}
+    assert all(r["trajectory"][0][0] == starts[r["instr_id"]] for r in seen)

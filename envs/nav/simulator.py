@@ -1,16 +1,20 @@
 """``NavVecEnv``: a batched navigation simulator in pure torch.
 
-Every graph of a split is packed into device tensors with one global viewpoint index space:
+Every graph of a split is packed into device tensors with one global viewpoint index space
+(:class:`PackedGraphs`: neighbour table ``[V, K]`` with mask, edge headings/elevations/lengths, the
+view facing each neighbour, per-scan all-pairs distances and teacher actions). From it
+``envs/nav/transitions.py`` builds the look-up records a step reads, laid out for few cache misses:
+one per (viewpoint, action) with the outcome of the action, one per (episode goal, viewpoint) with
+distance, teacher action and STOP reward, and one per *heading state* with the candidate part of the
+observation. The agent always faces either its episode's start heading or the heading of the edge it
+last travelled, so its heading is an index into those states. The view features live in a
+:class:`~envs.nav.feature_table.FeatureTable` (``env.feature_table``).
 
-- a neighbour table ``[V, K]`` (``K`` = max degree) with a mask, the absolute heading/elevation and
-  length of each edge, and the index of the panorama view that faces it;
-- per-scan all-pairs shortest distances and teacher actions, stored flat: the entry of ``(a, b)`` in
-  scan ``s`` lives at ``pair_offset[s] + local(a) * V_s + local(b)``;
-- the view features ``[V * 36 + 1, D + A]`` with zeroed angle columns (the extra zero row pads
-  missing candidates), so each observation is one gather plus a small angle write.
-
-The state of every env is a handful of ``[N]`` tensors, so stepping, observing, rewarding and
-teacher look-ups are gathers with no Python loop over episodes.
+The state of every env is a column of one field-major ``[11, N]`` table, so stepping, observing,
+rewarding, teacher look-ups and episode starts are gathers and index copies with no Python loop over
+episodes. At large batch the cost of a step is the number of tensor operations and the cache misses
+of the gathers, not arithmetic: the hot path gathers into preallocated buffers read through views
+made once, and ``observation="indices"`` copies nothing of size ``D``.
 
 Action space (panoramic): ``a in [0, K)`` moves to candidate ``a`` (a navigable neighbour, in graph
 order), ``a == K`` is STOP. With ``validate_actions=True`` (default) an action outside the candidate
@@ -25,22 +29,41 @@ with ``move_reward="sign"``); STOP earns ``+success_bonus`` within ``success_dis
 and ``-failure_penalty`` otherwise. STOP terminates; reaching ``max_steps`` actions truncates.
 Autoreset follows ``envs/base.py`` (SAME_STEP, ``info["final_obs"]``).
 
-Observation (dict of tensors, leading dim ``N``; ``A`` = ``angle_feature_size``):
+Observation (dict of tensors, leading dim ``N``; ``A`` = ``angle_feature_size``), in both modes:
 
-- ``cand_feats`` ``[N, K+1, D+A]``: feature of the view facing each candidate + angle features
-  ``[sin, cos](heading relative to the agent), [sin, cos](elevation)``; padded slots and the last
-  (STOP) slot are zero; ``cand_mask`` ``[N, K+1]`` (STOP always valid);
-- ``pano_feats`` ``[N, 36, D+A]``: all views with angles relative to the agent heading (omitted with
-  ``observe_pano=False``);
+- ``cand_mask`` ``[N, K+1]`` (STOP always valid);
 - ``instr_ids`` / ``instr_mask`` ``[N, L]``: ``<BOS> words <EOS>`` padded with ``<PAD>``;
 - ``teacher_action`` ``[N]`` (next hop of the shortest path, STOP at the goal), ``distance`` ``[N]``
   to the goal in metres, ``step`` ``[N]`` actions taken in the episode.
+
+``observation="features"`` (default) adds materialised visual features:
+
+- ``cand_feats`` ``[N, K+1, D+A]``: feature of the view facing each candidate + angle features
+  ``[sin, cos](heading relative to the agent), [sin, cos](elevation)``; padded slots and the last
+  (STOP) slot are zero;
+- ``pano_feats`` ``[N, 36, D+A]``: all views with angles relative to the agent heading (omitted with
+  ``observe_pano=False``).
+
+``observation="indices"`` adds compact tensors instead (nothing of size ``D`` is copied per step):
+
+- ``cand_view`` ``[N, K+1]`` int64 row of ``env.feature_table`` (``viewpoint * 36 + view``) of each
+  candidate, ``-1`` for padded slots and STOP; ``cand_angles`` ``[N, K+1, A]`` (zero where masked);
+- with ``observe_pano``: ``pano_index`` ``[N]`` global viewpoint of the panorama and ``heading``
+  ``[N, 2]`` ``(sin, cos)`` of the agent heading.
+
+``env.feature_table.materialise(obs)`` turns an indices observation into exactly (bit for bit) the
+features observation; a policy can instead gather on device in its forward pass.
+
+Observation tensors are never written by the env after it returns them, and some are shared between
+consecutive observations (``instr_ids``/``instr_mask`` change only when episodes start): treat them
+as read-only.
 
 ``info`` holds, besides ``final_obs``/``episode_return``/``episode_length`` and ``active``, the
 R2R metric ingredients of episodes that just ended (zero elsewhere): ``instruction_index`` (into
 ``env.instruction_ids``, -1 elsewhere), ``nav_error``, ``success``, ``oracle_success``,
 ``path_length`` and ``spl``. ``env.trajectories()`` returns finished episodes in the R2R submission
-format (nDTW/CLS need the whole path; see ``envs/nav/metrics.py``).
+format (nDTW/CLS need the whole path; see ``envs/nav/metrics.py``), replayed from a per-step log of
+positions (``envs/nav/trajectory_log.py``).
 
 Episodes (one per instruction) come either from a seeded shuffled stream that cycles over the split
 (``sequential=False``, training) or from a single ordered pass (``sequential=True``, evaluation):
@@ -62,15 +85,37 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import EpisodeStatistics, Observation, StepResult, VecEnv
+from envs.base import Observation, StepResult, VecEnv
 from envs.nav.dataset import NUM_VIEWS, Episode, NavDataError, NavDataset, validate_episodes
+from envs.nav.feature_table import (
+    VIEW_ELEVATIONS,
+    VIEW_HEADINGS,
+    VIEW_STEP,
+    FeatureTable,
+    angle_features,
+)
 from envs.nav.graph import NavGraph
 from envs.nav.tokenizer import Vocab
+from envs.nav.trajectory_log import TrajectoryLog
+from envs.nav.transitions import RECORD_WIDTH, build_step_tables
 from runtime.device import resolve_device
 
-VIEW_STEP = math.pi / 6  # 30 degrees between panorama views
-VIEW_HEADINGS = np.arange(NUM_VIEWS) % 12 * VIEW_STEP
-VIEW_ELEVATIONS = (np.arange(NUM_VIEWS) // 12 - 1) * VIEW_STEP
+# Re-exported: agents import the view geometry from here.
+__all__ = [
+    "OBSERVATION_MODES",
+    "VIEW_ELEVATIONS",
+    "VIEW_HEADINGS",
+    "VIEW_STEP",
+    "FeatureTable",
+    "NavVecEnv",
+    "PackedGraphs",
+    "angle_features",
+    "edge_direction",
+    "nearest_view",
+    "pack_graphs",
+]
+
+OBSERVATION_MODES = ("features", "indices")
 
 
 def edge_direction(src: np.ndarray, dst: np.ndarray) -> tuple[float, float]:
@@ -84,12 +129,6 @@ def nearest_view(heading: float, elevation: float) -> int:
     column = math.floor(heading / VIEW_STEP + 0.5) % 12
     row = 0 if elevation < -VIEW_STEP / 2 else (2 if elevation > VIEW_STEP / 2 else 1)
     return row * 12 + column
-
-
-def angle_features(heading: torch.Tensor, elevation: torch.Tensor, size: int) -> torch.Tensor:
-    """``[sin h, cos h, sin e, cos e]`` repeated to ``size`` (a multiple of 4) along a new last dim."""
-    base = torch.stack([heading.sin(), heading.cos(), elevation.sin(), elevation.cos()], dim=-1)
-    return base.repeat(*([1] * heading.dim()), size // 4)
 
 
 @dataclass
@@ -209,6 +248,19 @@ def _feature_table(
     return table.to(dtype)
 
 
+# The state is one field-major int64 table ``[11, N]``: 8 integer fields, then 3 float64 fields
+# (``_floats`` views their bits). VP..LOCAL follow the record's NEXT_VP..NEXT_LOCAL so a step writes
+# them with one copy; HEAD is the heading state, GOAL the first goal record of the episode's goal
+# (its record at the agent's viewpoint is GOAL + LOCAL), REACHED whether the episode came within the
+# success distance. Starting episodes is then one gather and one copy.
+_EPISODE, _STEPS, _HEAD, _VP, _BASE, _LOCAL, _GOAL, _REACHED = range(8)
+_DIST, _PATH, _SPL_SHORTEST = range(3)
+_NUM_INTS = 8
+# Stand-in shortest distance of episodes that start at their goal: SPL = s / max(tl, s) is then 1
+# without moving and 0 (in float32) after any move, with no 0/0.
+_TINY = 1e-300
+
+
 class NavVecEnv(VecEnv):
     """Batched vision-language navigation over one split of a :class:`NavDataset` (see module doc)."""
 
@@ -233,6 +285,7 @@ class NavVecEnv(VecEnv):
         vocab: Vocab | None = None,
         feature_dtype: torch.dtype = torch.float32,
         observe_pano: bool = True,
+        observation: str = "features",
         validate_actions: bool = True,
         record_trajectories: bool | None = None,
     ) -> None:
@@ -242,12 +295,15 @@ class NavVecEnv(VecEnv):
             raise ValueError(f"angle_feature_size must be a positive multiple of 4, got {angle_feature_size}")
         if move_reward not in ("distance", "sign"):
             raise ValueError(f"move_reward must be 'distance' or 'sign', got {move_reward!r}")
+        if observation not in OBSERVATION_MODES:
+            raise ValueError(f"observation must be one of {OBSERVATION_MODES}, got {observation!r}")
         self.dataset = dataset if isinstance(dataset, NavDataset) else NavDataset(dataset)
         self.device = resolve_device(device)
         self.num_envs, self.max_steps, self.sequential = num_envs, max_steps, sequential
         self.success_distance, self.success_bonus = success_distance, success_bonus
         self.failure_penalty, self.move_reward = failure_penalty, move_reward
         self.angle_feature_size, self.observe_pano = angle_feature_size, observe_pano
+        self.observation = observation
         self.validate_actions = validate_actions
         self.record_trajectories = sequential if record_trajectories is None else record_trajectories
 
@@ -261,21 +317,42 @@ class NavVecEnv(VecEnv):
             validate_episodes(episodes, dict(zip(scans, graphs, strict=True)), "episodes")
         self.graphs = dict(zip(scans, graphs, strict=True))
         self.world = pack_graphs(graphs, self.device, max_degree)
-        k = self.world.max_degree
 
         feats = _feature_table(features, self.dataset, graphs, feature_dtype)
         self.feature_dim = int(feats.shape[-1])
-        # One row per (viewpoint, view) with zeroed columns reserved for the angle features, plus a
-        # zero row that padded candidates point to: an observation is then a single gather.
-        self._table = torch.zeros(
-            feats.shape[0] * NUM_VIEWS + 1, self.feature_dim + angle_feature_size, dtype=feature_dtype
-        )
-        self._table[:-1, : self.feature_dim] = feats.reshape(-1, self.feature_dim)
-        self._table = self._table.to(self.device)
-        self._zero_row = self._table.shape[0] - 1
+        self.feature_table = FeatureTable(feats, angle_feature_size, feature_dtype).to(self.device)
         del feats
 
         self.vocab = vocab if vocab is not None else self.dataset.vocab()
+        self._index_episodes(episodes, max_instruction_len)
+
+        self.single_observation_space = gym.spaces.Dict(self._spaces(max_instruction_len))
+        self.single_action_space = gym.spaces.Discrete(self.world.max_degree + 1)
+
+        n, dev = num_envs, self.device
+        self._bind_buffers(n)
+        self._return = torch.zeros(n, dtype=torch.float32, device=dev)  # running raw episode return
+        self._zero32 = torch.zeros((), dtype=torch.float32, device=dev)
+        self._zero64 = torch.zeros((), dtype=torch.float64, device=dev)
+        # Fill of (instruction_index, episode_length) for rows that did not finish.
+        self._no_episode = torch.tensor([[-1], [0]], dtype=torch.int64, device=dev)
+        self.active = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._has_idle = False
+        self._generator = torch.Generator()
+        self._order = torch.empty(0, dtype=torch.int64, device=dev)
+        self._cursor = 0
+        self._trajectories = TrajectoryLog(
+            self.world.viewpoint_ids,
+            self.instruction_ids,
+            self._ep_state[_VP],
+            self._ep_state[_HEAD],
+            self._tables.head_angle,
+        )
+        self.seed = seed
+        self._needs_reset = True
+
+    def _index_episodes(self, episodes: list[Episode], max_instruction_len: int) -> None:
+        """One episode per instruction: tokens, start and goal, the step tables, the start states."""
         texts, starts, goals, headings, ids = [], [], [], [], []
         for ep in episodes:
             graph = self.graphs[ep.scan]
@@ -289,51 +366,109 @@ class NavVecEnv(VecEnv):
             raise ValueError(f"split {self.split_name!r} has no instructions")
         self.instruction_ids: list[str] = ids
         self.episodes = episodes
-        self._ep_start = torch.tensor(starts, dtype=torch.int64, device=self.device)
-        self._ep_goal = torch.tensor(goals, dtype=torch.int64, device=self.device)
-        self._ep_heading = torch.tensor(headings, dtype=torch.float32, device=self.device)
-        self._ep_shortest = self._distance(self._ep_start, self._ep_goal)
-        self._ep_tokens, self._ep_token_mask = self.vocab.encode_batch(
-            texts, max_instruction_len, device=self.device
+        dev, w = self.device, self.world
+        self._ep_start = torch.tensor(starts, dtype=torch.int64, device=dev)
+        self._ep_goal = torch.tensor(goals, dtype=torch.int64, device=dev)
+        tokens, self._ep_token_mask = self.vocab.encode_batch(texts, max_instruction_len, device=dev)
+        # Stored narrow (a quarter of the cache lines per gathered row), widened when observed.
+        narrow = torch.int16 if len(self.vocab) <= torch.iinfo(torch.int16).max else torch.int32
+        self._ep_tokens = tokens.to(narrow)
+        self._tables = build_step_tables(
+            w,
+            self._ep_start,
+            torch.tensor(headings, dtype=torch.float32, device=dev),
+            self._ep_goal,
+            self.success_distance,
+            self.success_bonus,
+            self.failure_penalty,
         )
+        # The state every episode starts in: the [11, instructions] columns of the state table.
+        instr = torch.arange(len(ids), device=dev)
+        shortest = self._distance(self._ep_start, self._ep_goal)
+        ep_ints = torch.stack([
+            instr, torch.zeros_like(instr), self._tables.num_edges + instr, self._ep_start,
+            self._tables.transition_base(self._ep_start), w.local[self._ep_start], self._tables.goal_base,
+            (shortest < self.success_distance).long(),
+        ])  # fmt: skip
+        ep_floats = torch.stack([shortest, torch.zeros_like(shortest), shortest.clamp_min(_TINY)])
+        self._ep_state = torch.cat([ep_ints, ep_floats.view(torch.int64)])
 
-        d, a, n = self.feature_dim, angle_feature_size, num_envs
-        spaces = {
-            "cand_feats": gym.spaces.Box(-np.inf, np.inf, (k + 1, d + a), np.float32),
-            "cand_mask": gym.spaces.Box(0, 1, (k + 1,), np.bool_),
-            "instr_ids": gym.spaces.Box(0, len(self.vocab) - 1, (max_instruction_len,), np.int64),
-            "instr_mask": gym.spaces.Box(0, 1, (max_instruction_len,), np.bool_),
-            "teacher_action": gym.spaces.Box(0, k, (), np.int64),
-            "distance": gym.spaces.Box(0.0, np.inf, (), np.float32),
-            "step": gym.spaces.Box(0, max_steps, (), np.int64),
-        }
-        if observe_pano:
+    def _bind_buffers(self, n: int) -> None:
+        """The state table and the gather buffers, with their views made once.
+
+        A step at large batch costs mostly per-call overhead of tensor operations, so the hot path
+        gathers into these buffers (``out=``) and reads fields through views made here.
+        """
+        dev, tables = self.device, self._tables
+        self._state = torch.zeros(len(self._ep_state), n, dtype=torch.int64, device=dev)
+        self._ints, self._floats = self._state[:_NUM_INTS], self._state[_NUM_INTS:].view(torch.float64)
+        s = self._ints
+        self._s_episode, self._s_steps, self._s_head, self._s_vp, self._s_base = s[:_LOCAL]
+        self._s_local, self._s_goal, self._s_reached = s[_LOCAL:]
+        self._s_dist, self._s_path, self._s_spl_shortest = self._floats
+        self._s_next = s[_VP : _LOCAL + 1]  # written from the record's next state
+        self._s_index_length = s[_EPISODE : _STEPS + 1]
+        self._s_position = s[_HEAD : _VP + 1]
+        self._tokens = torch.zeros(n, self._ep_tokens.shape[1], dtype=self._ep_tokens.dtype, device=dev)
+        self._token_mask = torch.zeros(n, self._ep_tokens.shape[1], dtype=torch.bool, device=dev)
+        self._t = torch.empty(n, dtype=torch.int64, device=dev)
+        self._records = torch.empty(n, RECORD_WIDTH, dtype=torch.int64, device=dev)
+        self._rec = tables.record_views(self._records)
+        self._goal_index = torch.empty(n, dtype=torch.int64, device=dev)
+        self._goal_records = torch.empty(n, tables.goals.shape[1], dtype=torch.int64, device=dev)
+        self._gv = tables.goal_views(self._goal_records)
+        # Observation keys gathered straight from views of the observation-record table (one
+        # contiguous output each, the record's cache lines shared), and keys copied from buffers.
+        self._obs_gathered = tables.observation_views(tables.observations)
+        if not self.observe_pano:
+            del self._obs_gathered["heading"], self._obs_gathered["pano_index"]
+        self._obs_copied = {"teacher_action": self._gv.teacher, "step": self._s_steps}
+
+    def _spaces(self, max_instruction_len: int) -> dict[str, gym.Space]:
+        k, d, a = self.world.max_degree, self.feature_dim, self.angle_feature_size
+        spaces: dict[str, gym.Space] = {}
+        if self.observation == "features":
+            spaces["cand_feats"] = gym.spaces.Box(-np.inf, np.inf, (k + 1, d + a), np.float32)
+        else:
+            rows = self.world.num_viewpoints * NUM_VIEWS
+            spaces["cand_view"] = gym.spaces.Box(-1, rows - 1, (k + 1,), np.int64)
+            spaces["cand_angles"] = gym.spaces.Box(-1.0, 1.0, (k + 1, a), np.float32)
+        spaces.update(
+            cand_mask=gym.spaces.Box(0, 1, (k + 1,), np.bool_),
+            instr_ids=gym.spaces.Box(0, len(self.vocab) - 1, (max_instruction_len,), np.int64),
+            instr_mask=gym.spaces.Box(0, 1, (max_instruction_len,), np.bool_),
+            teacher_action=gym.spaces.Box(0, k, (), np.int64),
+            distance=gym.spaces.Box(0.0, np.inf, (), np.float32),
+            step=gym.spaces.Box(0, self.max_steps, (), np.int64),
+        )
+        if self.observe_pano and self.observation == "features":
             spaces["pano_feats"] = gym.spaces.Box(-np.inf, np.inf, (NUM_VIEWS, d + a), np.float32)
-        self.single_observation_space = gym.spaces.Dict(spaces)
-        self.single_action_space = gym.spaces.Discrete(k + 1)
+        elif self.observe_pano:
+            spaces["pano_index"] = gym.spaces.Box(0, self.world.num_viewpoints - 1, (), np.int64)
+            spaces["heading"] = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        return spaces
 
-        dev = self.device
-        self._view_heading = torch.tensor(VIEW_HEADINGS, dtype=torch.float32, device=dev)
-        self._view_elevation = torch.tensor(VIEW_ELEVATIONS, dtype=torch.float32, device=dev)
-        self._view_offsets = torch.arange(NUM_VIEWS, device=dev)
-        self._episode = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._vp = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._goal = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._heading = torch.zeros(n, dtype=torch.float32, device=dev)
-        self._steps = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._path_length = torch.zeros(n, dtype=torch.float64, device=dev)
-        self._min_distance = torch.zeros(n, dtype=torch.float64, device=dev)
-        self.active = torch.zeros(n, dtype=torch.bool, device=dev)
-        self._traj_vp = torch.zeros(n, max_steps + 1, dtype=torch.int64, device=dev)
-        self._traj_heading = torch.zeros(n, max_steps + 1, dtype=torch.float32, device=dev)
-        self._traj_len = torch.ones(n, dtype=torch.int64, device=dev)
-        self._stats = EpisodeStatistics(n, dev)
-        self._generator = torch.Generator()
-        self._order = torch.empty(0, dtype=torch.int64)
-        self._cursor = 0
-        self._finished: list[tuple[torch.Tensor, ...]] = []
-        self.seed = seed
-        self._needs_reset = True
+    # -- state views --------------------------------------------------------------------------------
+
+    @property
+    def _episode(self) -> torch.Tensor:
+        """``[N]`` instruction index of each env's episode."""
+        return self._ints[_EPISODE]
+
+    @property
+    def _vp(self) -> torch.Tensor:
+        """``[N]`` global viewpoint of each env."""
+        return self._ints[_VP]
+
+    @property
+    def _heading(self) -> torch.Tensor:
+        """``[N]`` float32 absolute heading of each env."""
+        return self._tables.head_angle[self._ints[_HEAD]]
+
+    @property
+    def _goal(self) -> torch.Tensor:
+        """``[N]`` global goal viewpoint of each env."""
+        return self._ep_goal[self._ints[_EPISODE]]
 
     # -- episode sampling ---------------------------------------------------------------------------
 
@@ -351,34 +486,33 @@ class NavVecEnv(VecEnv):
         """The next ``count`` episode indices (fewer in sequential mode once the pass is exhausted)."""
         if self.sequential:
             stop = min(self._cursor + count, self.num_episodes)
-            out = torch.arange(self._cursor, stop, dtype=torch.int64)
+            out = torch.arange(self._cursor, stop, dtype=torch.int64, device=self.device)
             self._cursor = stop
-            return out.to(self.device)
+            return out
         while self._order.numel() - self._cursor < count:
-            fresh = torch.randperm(self.num_episodes, generator=self._generator)
+            fresh = torch.randperm(self.num_episodes, generator=self._generator).to(self.device)
             self._order = torch.cat([self._order[self._cursor :], fresh])
             self._cursor = 0
         out = self._order[self._cursor : self._cursor + count]
         self._cursor += count
-        return out.to(self.device)
+        return out
 
     def _start(self, rows: torch.Tensor) -> None:
         """Start new episodes on ``rows`` (int64 indices, ascending); rows left over go inactive."""
         episodes = self._take(int(rows.numel()))
-        started, idle = rows[: episodes.numel()], rows[episodes.numel() :]
-        self.active[idle] = False
-        self.active[started] = True
-        start = self._ep_start[episodes]
-        self._episode[started] = episodes
-        self._vp[started] = start
-        self._goal[started] = self._ep_goal[episodes]
-        self._heading[started] = self._ep_heading[episodes]
-        self._steps[started] = 0
-        self._path_length[started] = 0.0
-        self._min_distance[started] = self._distance(start, self._ep_goal[episodes])
-        self._traj_vp[started, 0] = start
-        self._traj_len[started] = 1
-        self._traj_heading[started, 0] = self._ep_heading[episodes]
+        started = rows
+        if episodes.numel() < rows.numel():
+            started = rows[: episodes.numel()]
+            self.active[rows[episodes.numel() :]] = False
+            self._has_idle = True
+        self._state.index_copy_(1, started, self._ep_state.index_select(1, episodes))
+        if self.record_trajectories:
+            self._trajectories.started(started, episodes)
+        # Instructions change only here. The narrow buffers are updated in place (reading the token
+        # table only for the started rows); observations share the widened copies, never written.
+        self._tokens.index_copy_(0, started, self._ep_tokens.index_select(0, episodes))
+        self._token_mask.index_copy_(0, started, self._ep_token_mask.index_select(0, episodes))
+        self._instr_ids, self._instr_mask = self._tokens.to(torch.int64), self._token_mask.clone()
 
     # -- look-ups -----------------------------------------------------------------------------------
 
@@ -388,45 +522,26 @@ class NavVecEnv(VecEnv):
     def _distance(self, vp: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return self.world.distances[self._pair(vp, goal)]
 
-    def _gather(self, rows: torch.Tensor) -> torch.Tensor:
-        """Float32 ``[*rows.shape, D + A]`` rows of the feature table (angle columns still zero)."""
-        out = self._table.index_select(0, rows.reshape(-1)).view(*rows.shape, self._table.shape[1])
-        return out.to(torch.float32)
+    def _observe_indices(self) -> dict[str, torch.Tensor]:
+        """The indices-mode observation of every env (no tensor the env later writes in place).
 
-    def _observe(self, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Observation of every env, or only of ``rows``."""
-        vp, heading, episode, goal, steps = self._vp, self._heading, self._episode, self._goal, self._steps
-        if rows is not None:
-            vp, heading, episode, goal, steps = (
-                vp[rows],
-                heading[rows],
-                episode[rows],
-                goal[rows],
-                steps[rows],
-            )
-        w, a_size, n = self.world, self.angle_feature_size, vp.shape[0]
-        mask = w.neighbour_mask[vp]
-        # Padded candidates and the STOP slot read the zero row; angles fill the reserved columns.
-        feat_rows = torch.where(mask, vp[:, None] * NUM_VIEWS + w.edge_view[vp], self._zero_row)
-        feat_rows = torch.cat([feat_rows, feat_rows.new_full((n, 1), self._zero_row)], dim=1)
-        cand = self._gather(feat_rows)
-        cand_ang = angle_features(w.edge_heading[vp] - heading[:, None], w.edge_elevation[vp], a_size)
-        cand[:, :-1, self.feature_dim :] = cand_ang * mask[..., None]
-        obs = {
-            "cand_feats": cand,
-            "cand_mask": torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1),
-            "instr_ids": self._ep_tokens[episode],
-            "instr_mask": self._ep_token_mask[episode],
-            "teacher_action": w.teacher[self._pair(vp, goal)],
-            "distance": self._distance(vp, goal).to(torch.float32),
-            "step": steps.clone(),
-        }
-        if self.observe_pano:
-            pano = self._gather(vp[:, None] * NUM_VIEWS + self._view_offsets)
-            rel = self._view_heading[None, :] - heading[:, None]
-            pano[..., self.feature_dim :] = angle_features(rel, self._view_elevation.expand_as(rel), a_size)
-            obs["pano_feats"] = pano
+        The goal records of the current state stay in ``self._goal_records`` (step() reads them).
+        """
+        head = self._s_head
+        torch.add(self._s_goal, self._s_local, out=self._goal_index)
+        torch.index_select(self._tables.goals, 0, self._goal_index, out=self._goal_records)
+        obs = {key: view.index_select(0, head) for key, view in self._obs_gathered.items()}
+        obs.update((key, view.clone()) for key, view in self._obs_copied.items())
+        if self.angle_feature_size > 4:
+            obs["cand_angles"] = obs["cand_angles"].repeat(1, 1, self.angle_feature_size // 4)
+        obs["instr_ids"], obs["instr_mask"] = self._instr_ids, self._instr_mask
+        obs["distance"] = self._gv.distance.to(torch.float32)
         return obs
+
+    def _observe(self) -> dict[str, torch.Tensor]:
+        """The observation of every env in this env's observation mode."""
+        obs = self._observe_indices()
+        return obs if self.observation == "indices" else self.feature_table.materialise(obs)
 
     # -- the VecEnv protocol ------------------------------------------------------------------------
 
@@ -437,112 +552,97 @@ class NavVecEnv(VecEnv):
             self._generator.manual_seed(self.seed)
         else:
             self._generator.seed()
-        self._order = torch.empty(0, dtype=torch.int64)
+        self._order = torch.empty(0, dtype=torch.int64, device=self.device)
         self._cursor = 0
-        self._finished = []
-        self._stats.reset()
+        self._trajectories.clear()
+        self._return.zero_()
+        self.active.fill_(True)
+        self._has_idle = False
         self._start(torch.arange(self.num_envs, device=self.device))
         self._needs_reset = False
         return self._observe()
 
-    def _check_actions(self, actions: torch.Tensor) -> None:
-        k = self.world.max_degree
-        ok = (actions >= 0) & (actions <= k)
-        slot = actions.clamp(0, max(k - 1, 0))
-        ok &= (actions == k) | self.world.neighbour_mask[self._vp, slot]
-        bad = torch.nonzero(~ok & self.active).flatten()
-        if bad.numel():
-            rows = bad[:5].tolist()
-            details = "; ".join(
-                f"env {r}: action {int(actions[r])} at viewpoint {self.world.viewpoint_ids[int(self._vp[r])]} "
-                f"(valid: {torch.nonzero(self.world.neighbour_mask[self._vp[r]]).flatten().tolist()} or STOP={k})"
-                for r in rows
-            )
-            raise ValueError(f"{bad.numel()} invalid navigation actions: {details}")
+    def _raise_invalid(self, actions: torch.Tensor, bad: torch.Tensor) -> None:
+        k, w = self.world.max_degree, self.world
+        rows = torch.nonzero(bad).flatten()
+        details = "; ".join(
+            f"env {r}: action {int(actions[r])} at viewpoint {w.viewpoint_ids[int(self._vp[r])]} "
+            f"(valid: {torch.nonzero(w.neighbour_mask[self._vp[r]]).flatten().tolist()} or STOP={k})"
+            for r in rows[:5].tolist()
+        )
+        raise ValueError(f"{rows.numel()} invalid navigation actions: {details}")
 
     def step(self, actions: torch.Tensor) -> StepResult:
         if self._needs_reset:
             raise RuntimeError("NavVecEnv.step() called before reset()")
-        actions = torch.as_tensor(actions, device=self.device).to(torch.int64).reshape(-1)
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.dtype != torch.int64 or actions.dim() != 1:
+            actions = actions.reshape(-1).to(torch.int64)
         if actions.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} actions, got {actions.shape[0]}")
-        if self.validate_actions:
-            self._check_actions(actions)
-        w, k, active = self.world, self.world.max_degree, self.active
-        slot = actions.clamp(0, max(k - 1, 0))
-        valid_move = (actions >= 0) & (actions < k) & w.neighbour_mask[self._vp, slot]
-        move = valid_move & active
-        stop = ~valid_move & active
-        before = self._distance(self._vp, self._goal)
-        new_vp = torch.where(move, w.neighbours[self._vp, slot], self._vp)
-        after = self._distance(new_vp, self._goal)
-        self._heading = torch.where(move, w.edge_heading[self._vp, slot], self._heading)
-        self._path_length += torch.where(move, w.edge_length[self._vp, slot], 0.0)
-        self._vp = new_vp
-        self._steps += active.to(torch.int64)
-        self._min_distance = torch.minimum(self._min_distance, after)
-
-        progress = before - after
+        rec, goal, t, k = self._rec, self._gv, self._t, self.world.max_degree
+        torch.clamp(actions, -1, k + 1, out=t).add_(self._s_base)
+        if self._has_idle:
+            torch.where(self.active, t, self._s_base + (k + 2), out=t)
+        torch.index_select(self._tables.records, 0, t, out=self._records)
+        if self.validate_actions and bool(rec.invalid.any()):
+            self._raise_invalid(actions, rec.invalid)
+        terminated = rec.stop.clone()
+        self._s_next.copy_(rec.next_state)
+        torch.where(rec.move, rec.head, self._s_head, out=self._s_head)
+        self._s_steps.add_(self.active if self._has_idle else 1)
+        self._s_path.add_(rec.length)
+        truncated = rec.move & (self._s_steps >= self.max_steps)
+        done = terminated | truncated
+        if self.record_trajectories:
+            self._trajectories.stepped(self._s_position)
+        # The observation after the move (the final one of episodes that end now) also gathers the
+        # goal records (distance, STOP reward, success) read below, until the next observation.
+        final = self._observe_indices()
+        progress = self._s_dist - goal.distance
+        self._s_dist.copy_(goal.distance)
+        self._s_reached.bitwise_or_(goal.success)
         if self.move_reward == "sign":
             progress = progress.sign()
-        success = after < self.success_distance
-        stop_reward = torch.where(success, self.success_bonus, -self.failure_penalty)
-        reward = torch.where(move, progress, torch.where(stop, stop_reward.to(progress.dtype), 0.0))
-        reward = reward.to(torch.float32)
-        terminated = stop
-        truncated = move & (self._steps >= self.max_steps)
-        done = terminated | truncated
+        # A STOP does not move, so its progress is zero and the STOP reward replaces it.
+        reward = torch.where(terminated, goal.stop_reward, progress).to(torch.float32)
+        info = self._episode_info(reward, done)
 
-        if self.record_trajectories:
-            # Moves append at column `_traj_len`; other rows rewrite that cell with its own value.
-            column = self._traj_len.clamp(max=self.max_steps)[:, None]
-            keep_vp, keep_heading = self._traj_vp.gather(1, column), self._traj_heading.gather(1, column)
-            self._traj_vp.scatter_(1, column, torch.where(move[:, None], new_vp[:, None], keep_vp))
-            self._traj_heading.scatter_(
-                1, column, torch.where(move[:, None], self._heading[:, None], keep_heading)
-            )
-            self._traj_len += move.to(torch.int64)
-        episode_return, episode_length = self._stats.update(reward, done)
-        info = self._episode_info(done, success, after)
-        info["episode_return"], info["episode_length"] = episode_return, episode_length
-
-        done_rows = torch.nonzero(done).flatten()
+        done_rows = torch.nonzero(done, as_tuple=True)[0]
         if done_rows.numel() == 0:
-            obs = self._observe()
-            info["final_obs"] = obs
+            obs = final
         else:
-            final = self._observe(done_rows)
             if self.record_trajectories:
-                self._finished.append(
-                    tuple(
-                        t[done_rows].cpu()
-                        for t in (self._episode, self._traj_vp, self._traj_heading, self._traj_len)
-                    )
-                )
+                self._trajectories.finished(done_rows)
             self._start(done_rows)
-            obs = self._observe()
-            info["final_obs"] = {key: obs[key].index_copy(0, done_rows, final[key]) for key in obs}
+            obs = self._observe_indices()
+        if self.observation == "features":
+            obs = self.feature_table.materialise(obs)
+            final = obs if done_rows.numel() == 0 else self.feature_table.materialise(final)
+        info["final_obs"] = final
         info["active"] = self.active.clone()
         return obs, reward, terminated, truncated, info
 
-    def _episode_info(self, done: torch.Tensor, success: torch.Tensor, ne: torch.Tensor) -> dict[str, Any]:
-        """Per-episode metric ingredients for rows that just finished (zero elsewhere)."""
-        shortest = self._ep_shortest[self._episode]
-        tl = self._path_length
-        denominator = torch.maximum(tl, shortest)
-        spl = torch.where(
-            denominator > 0,
-            success.to(torch.float64) * shortest / denominator.clamp_min(1e-12),
-            success.double(),
-        )
-        zero = torch.zeros((), dtype=torch.float32, device=self.device)
+    def _episode_info(self, reward: torch.Tensor, done: torch.Tensor) -> dict[str, Any]:
+        """Episode statistics and metric ingredients of rows that just finished (zero elsewhere)."""
+        self._return += reward
+        episode_return = torch.where(done, self._return, self._zero32)
+        self._return.masked_fill_(done, 0.0)
+        index, length = torch.where(done, self._s_index_length, self._no_episode).unbind()
+        success = done & self._gv.success
+        tl, shortest = self._s_path, self._s_spl_shortest
+        spl = shortest / torch.maximum(tl, shortest) * success
+        stacked = torch.stack([self._gv.distance, tl, spl])
+        nav_error, path_length, spl = torch.where(done, stacked, self._zero64).to(torch.float32).unbind()
         return {
-            "instruction_index": torch.where(done, self._episode, -1),
-            "nav_error": torch.where(done, ne.to(torch.float32), zero),
-            "success": done & success,
-            "oracle_success": done & (self._min_distance < self.success_distance),
-            "path_length": torch.where(done, tl.to(torch.float32), zero),
-            "spl": torch.where(done, spl.to(torch.float32), zero),
+            "episode_return": episode_return,
+            "episode_length": length,
+            "instruction_index": index,
+            "nav_error": nav_error,
+            "success": success,
+            "oracle_success": torch.logical_and(done, self._s_reached),
+            "path_length": path_length,
+            "spl": spl,
         }
 
     def trajectories(self, clear: bool = False) -> list[dict[str, Any]]:
@@ -553,14 +653,4 @@ class NavVecEnv(VecEnv):
         """
         if not self.record_trajectories:
             raise RuntimeError("trajectories are not recorded: create NavVecEnv(record_trajectories=True)")
-        records = []
-        ids = self.world.viewpoint_ids
-        for episodes, vps, headings, lengths in self._finished:
-            for ep, vp_row, heading_row, length in zip(
-                episodes.tolist(), vps.tolist(), headings.tolist(), lengths.tolist(), strict=True
-            ):
-                trajectory = [[ids[vp_row[j]], heading_row[j], 0.0] for j in range(length)]
-                records.append({"instr_id": self.instruction_ids[ep], "trajectory": trajectory})
-        if clear:
-            self._finished = []
-        return records
+        return self._trajectories.records(clear)

@@ -1,32 +1,45 @@
 """``nav-sim``: env steps/s of the batched ``NavVecEnv`` against a per-episode Python simulator.
 
 The reference steps every episode in a Python loop over per-scan graph dicts, the way the R2R code
-bases do (a dict of neighbours per viewpoint, dicts of shortest distances and paths, one observation
-dict per episode copied into batch arrays for the agent). It computes the same observation content
-as ``NavVecEnv`` (candidate features and angles, panorama, instruction tokens, teacher action,
-distance, final observations at episode ends), and the benchmark asserts that both simulators follow
-identical trajectories for the same actions.
+bases do (a cached list of navigable candidates per viewpoint, dicts of shortest distances and next
+hops, one observation dict per episode that hands out the cached ``[36, D]`` feature array and the
+instruction encoding by reference, with the candidates' view indices and freshly computed angle
+features). Both simulators run the same actions in the same process, and the benchmark asserts that
+they produce the same rewards, terminations, teacher actions, distances, final observation and
+trajectories.
+
+Two comparisons, each against the reference producing the same observation content:
+
+- **index observations** (``NavVecEnv(observation="indices")``, the target: >= 50x at batch 1024):
+  candidate view indices into ``env.feature_table``, candidate angle features, panorama index and
+  heading, instruction tokens, teacher action, distance, step. The reference returns its list of
+  per-episode dicts (the agent-side batching of R2R code is not counted for it).
+- **materialised features** (``observation="features"``, reported without a target): candidate and
+  36-view panorama features copied per step; the reference copies each episode's observation into
+  the same batch arrays. Both are bound by writing ~75 MB of panorama per step at batch 1024 with
+  D=512 (twice when episodes end, for ``final_obs``); the "memory floor" figure times nothing but
+  fresh copies of one observation and its final observation. Fresh tensors that large page-fault:
+  numpy puts them on huge pages by default, torch only with ``THP_MEM_ALLOC_ENABLE=1`` in the
+  environment of the process (the title says which), which changes these figures several-fold.
 
 Options: ``data=<dir>`` (default ``data/nav/benchmark`` when it exists, else a synthetic dataset sized
 like R2R: 60 scans x ~100 viewpoints), ``features=<name>`` (random features when the dataset has
-none), ``feature_dim=512``, ``batches=64,256,1024``, ``steps=<n>``, ``pano=1``, ``repeats=3``,
-``threads=1`` (torch intra-op threads for NavVecEnv).
-
-On CPU both simulators are bound by writing the observation tensors: at batch 1024 with D=512 one
-step produces ~75 MB of panorama features (twice when episodes end, for ``final_obs``), and fresh
-allocations of that size page-fault. The "memory floor" figures time nothing but fresh copies of
-the same observation tensors, to show how close NavVecEnv is to that bound.
+none), ``feature_dim=512``, ``batches=64,256,1024``, ``observation=indices,features``, ``steps=<n>``,
+``pano=1``, ``repeats=3``, ``threads=1`` (torch intra-op threads for NavVecEnv).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import string
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +55,20 @@ from envs.nav.dataset import (
     write_scans,
 )
 from envs.nav.graph import NavGraph
-from envs.nav.simulator import VIEW_ELEVATIONS, VIEW_HEADINGS, NavVecEnv, edge_direction, nearest_view
+from envs.nav.simulator import (
+    OBSERVATION_MODES,
+    VIEW_ELEVATIONS,
+    VIEW_HEADINGS,
+    NavVecEnv,
+    edge_direction,
+    nearest_view,
+)
 from envs.nav.tokenizer import Vocab, build_vocab
 from runtime.bench import Figure, report
 
 DEFAULT_DATA = Path("data/nav/benchmark")
 TARGET_SPEEDUP = 50.0
+TARGET_BATCH = 1024
 # fmt: off
 WORDS = (
     "walk", "go", "turn", "left", "right", "straight", "past", "the", "table", "sofa", "bed", "kitchen",
@@ -204,6 +225,17 @@ def _append_excluded(path: Path, rng: np.random.Generator) -> None:
 class ReferenceNavSim:
     """Steps each episode in a Python loop over dict graphs; same semantics as :class:`NavVecEnv`.
 
+    Written the way the R2R code bases write their environment: per scan, dicts of navigable
+    candidates (cached once per viewpoint), shortest distances and next hops; per episode an
+    observation dict that hands out the cached ``[36, D]`` feature array and instruction encoding by
+    reference, with the candidate list (view index ``pointId`` per candidate) and freshly computed
+    angle features relative to the agent heading.
+
+    ``observation="indices"`` returns that list of per-episode dicts, like the R2R env (the agent
+    batches it later; that cost is not counted here). ``observation="features"`` also copies every
+    per-episode observation into batch arrays (:meth:`batch`) with the same content and layout as
+    ``NavVecEnv(observation="features")``.
+
     Episodes are drawn like ``NavVecEnv`` (sequential pass, or a cycling ``torch.randperm`` stream
     seeded the same way) so that both simulators see the same episodes for the same seed.
     """
@@ -221,19 +253,24 @@ class ReferenceNavSim:
         max_degree: int | None = None,
         sequential: bool = False,
         observe_pano: bool = True,
+        observation: str = "features",
         success_distance: float = 3.0,
         success_bonus: float = 2.0,
         failure_penalty: float = 2.0,
     ) -> None:
+        if observation not in ("features", "indices"):
+            raise ValueError(f"observation must be 'features' or 'indices', got {observation!r}")
         self.num_envs, self.max_steps, self.angle_size = num_envs, max_steps, angle_feature_size
-        self.sequential, self.observe_pano = sequential, observe_pano
+        self.sequential, self.observe_pano, self.observation = sequential, observe_pano, observation
         self.success_distance, self.success_bonus, self.failure_penalty = (
             success_distance,
             success_bonus,
             failure_penalty,
         )
         self.features = features
-        # Static geometry per scan: navigable neighbours in graph order with heading/elevation/length/view.
+        self.feature_dim = next(iter(features.values())).shape[1]
+        # Static geometry per scan: navigable neighbours in graph order as
+        # (viewpointId, heading, elevation, length, pointId).
         self.navigable: dict[str, dict[str, list[tuple[str, float, float, float, int]]]] = {}
         self.distances: dict[str, dict[str, dict[str, float]]] = {}
         self.paths: dict[str, dict[str, dict[str, str]]] = {}  # next viewpoint towards a goal
@@ -286,10 +323,10 @@ class ReferenceNavSim:
         if item is None:
             self.envs[env]["active"] = False
             return
-        _, scan, start, goal, heading, tokens = self.items[item]
+        instr_id, scan, start, goal, heading, tokens = self.items[item]
         self.envs[env] = {
             "active": True,
-            "item": item,
+            "instr_id": instr_id,
             "scan": scan,
             "vp": start,
             "goal": goal,
@@ -297,7 +334,6 @@ class ReferenceNavSim:
             "step": 0,
             "tokens": tokens,
             "trajectory": [[start, heading, 0.0]],
-            "return": 0.0,
         }
 
     def _angle(self, heading: float, elevation: float) -> list[float]:
@@ -305,64 +341,72 @@ class ReferenceNavSim:
             self.angle_size // 4
         )
 
-    def _observe_one(self, state: dict, out: dict[str, np.ndarray], row: int) -> None:
-        scan, vp, heading = state["scan"], state["vp"], state["heading"]
-        feats = self.features[feature_key(scan, vp)]
-        d = feats.shape[1]
+    def _episode_obs(self, state: dict) -> dict:
+        """The R2R-style observation of one episode (feature array and candidates by reference)."""
+        scan, vp, heading, goal = state["scan"], state["vp"], state["heading"], state["goal"]
         cands = self.navigable[scan][vp]
-        cand = out["cand_feats"][row]
-        cand[:] = 0.0
-        mask = out["cand_mask"][row]
-        mask[:] = False
-        for c, (_, h, e, _, view) in enumerate(cands):
-            cand[c, :d] = feats[view]
-            cand[c, d:] = self._angle(h - heading, e)
-            mask[c] = True
-        mask[self.max_degree] = True
-        if self.observe_pano:
-            pano = out["pano_feats"][row]
-            pano[:, :d] = feats
-            rel = VIEW_HEADINGS - heading
-            base = np.stack([np.sin(rel), np.cos(rel), np.sin(VIEW_ELEVATIONS), np.cos(VIEW_ELEVATIONS)], -1)
-            pano[:, d:] = np.tile(base, self.angle_size // 4)
-        goal = state["goal"]
         if vp == goal:
             teacher = self.max_degree
         else:
             nxt = self.paths[scan][vp][goal]
-            teacher = next(c for c, cand_info in enumerate(cands) if cand_info[0] == nxt)
-        out["teacher_action"][row] = teacher
-        out["distance"][row] = self.distances[scan][vp][goal]
-        out["step"][row] = state["step"]
-        out["instr_ids"][row] = state["tokens"]
+            teacher = next(c for c, cand in enumerate(cands) if cand[0] == nxt)
+        angles = [self._angle(h - heading, e) for _, h, e, _, _ in cands]
+        return {
+            "instr_id": state["instr_id"],
+            "scan": scan,
+            "viewpoint": vp,
+            "heading": heading,
+            "feature": self.features[feature_key(scan, vp)],
+            "candidate": cands,
+            "cand_angles": np.array(angles, dtype=np.float32).reshape(len(cands), self.angle_size),
+            "instr_encoding": state["tokens"],
+            "teacher": teacher,
+            "distance": self.distances[scan][vp][goal],
+            "step": state["step"],
+        }
 
-    def _new_batch(self) -> dict[str, np.ndarray]:
-        n, k, d = (
-            self.num_envs,
-            self.max_degree,
-            next(iter(self.features.values())).shape[1] + self.angle_size,
-        )
-        batch = {
-            "cand_feats": np.zeros((n, k + 1, d), np.float32),
+    def _observe(self) -> list[dict | None] | dict[str, np.ndarray]:
+        # Rows that never had an episode observe nothing (None); inactive rows keep their last state.
+        obs = [self._episode_obs(state) if "vp" in state else None for state in self.envs]
+        return self.batch(obs) if self.observation == "features" else obs
+
+    def batch(self, obs: Sequence[dict | None]) -> dict[str, np.ndarray]:
+        """Per-episode observations copied into the batch arrays of ``NavVecEnv`` features mode."""
+        n, k, d = len(obs), self.max_degree, self.feature_dim
+        out = {
+            "cand_feats": np.zeros((n, k + 1, d + self.angle_size), np.float32),
             "cand_mask": np.zeros((n, k + 1), bool),
-            "instr_ids": np.zeros((n, self.instr_len), np.int64),
+            "instr_ids": np.full((n, self.instr_len), self.pad_id, np.int64),
             "teacher_action": np.zeros(n, np.int64),
             "distance": np.zeros(n, np.float32),
             "step": np.zeros(n, np.int64),
         }
         if self.observe_pano:
-            batch["pano_feats"] = np.zeros((n, NUM_VIEWS, d), np.float32)
-        return batch
-
-    def _observe(self) -> dict[str, np.ndarray]:
-        out = self._new_batch()
-        for row, state in enumerate(self.envs):
-            if "vp" in state:  # rows that never had an episode stay zero
-                self._observe_one(state, out, row)
+            out["pano_feats"] = np.zeros((n, NUM_VIEWS, d + self.angle_size), np.float32)
+            elevation = np.stack([np.sin(VIEW_ELEVATIONS), np.cos(VIEW_ELEVATIONS)], -1)
+        for row, ob in enumerate(obs):
+            if ob is None:
+                continue
+            feature, count = ob["feature"], len(ob["candidate"])
+            cand = out["cand_feats"][row]
+            cand[:count, :d] = feature[[c[4] for c in ob["candidate"]]]
+            cand[:count, d:] = ob["cand_angles"]
+            out["cand_mask"][row, :count] = True
+            out["cand_mask"][row, k] = True
+            out["instr_ids"][row] = ob["instr_encoding"]
+            out["teacher_action"][row] = ob["teacher"]
+            out["distance"][row] = ob["distance"]
+            out["step"][row] = ob["step"]
+            if self.observe_pano:
+                pano = out["pano_feats"][row]
+                pano[:, :d] = feature
+                rel = VIEW_HEADINGS - ob["heading"]
+                angles = np.concatenate([np.stack([np.sin(rel), np.cos(rel)], -1), elevation], -1)
+                pano[:, d:] = np.tile(angles, self.angle_size // 4)
         out["instr_mask"] = out["instr_ids"] != self.pad_id
         return out
 
-    def reset(self, seed: int) -> dict[str, np.ndarray]:
+    def reset(self, seed: int) -> list[dict | None] | dict[str, np.ndarray]:
         self.generator.manual_seed(seed)
         self.order, self.cursor, self.finished = [], 0, []
         self.envs: list[dict] = [{"active": False} for _ in range(self.num_envs)]
@@ -374,7 +418,7 @@ class ReferenceNavSim:
         for idx, env in enumerate(rows):
             self._start(env, items[idx] if idx < len(items) else None)
 
-    def step(self, actions: Sequence[int]) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+    def step(self, actions: Sequence[int]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         n = self.num_envs
         reward, terminated, truncated = np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
         for env, action in enumerate(actions):
@@ -394,21 +438,22 @@ class ReferenceNavSim:
                 reward[env] = before - self.distances[scan][nxt][goal]
                 truncated[env] = state["step"] >= self.max_steps
         done_rows = [env for env in range(n) if terminated[env] or truncated[env]]
-        final = self._new_batch() if done_rows else None
+        final = {env: self._episode_obs(self.envs[env]) for env in done_rows}
         for env in done_rows:
-            self._observe_one(self.envs[env], final, env)
-            item = self.envs[env]["item"]
             self.finished.append(
-                {"instr_id": self.items[item][0], "trajectory": self.envs[env]["trajectory"]}
+                {"instr_id": self.envs[env]["instr_id"], "trajectory": self.envs[env]["trajectory"]}
             )
         self._start_rows(done_rows)
         obs = self._observe()
-        final_obs = obs
-        if final is not None:
-            final["instr_mask"] = final["instr_ids"] != self.pad_id
+        if not done_rows:
+            final_obs = obs
+        elif self.observation == "indices":
+            final_obs = [final.get(env, ob) for env, ob in enumerate(obs)]
+        else:
             final_obs = {key: value.copy() for key, value in obs.items()}
+            rows = self.batch(list(final.values()))
             for key in final_obs:
-                final_obs[key][done_rows] = final[key][done_rows]
+                final_obs[key][done_rows] = rows[key]
         return obs, reward, terminated, truncated, {"final_obs": final_obs}
 
 
@@ -429,7 +474,7 @@ def random_actions(
     return torch.where(stop, slots - 1, moves)
 
 
-def _dataset(quick: bool, options: dict[str, str], tmp: str) -> tuple[NavDataset, dict[str, np.ndarray], str]:
+def _dataset(options: dict[str, str], tmp: str) -> tuple[NavDataset, dict[str, np.ndarray], str]:
     """The dataset to run on and a feature map for its train viewpoints (loaded or random)."""
     feature_dim = int(options.get("feature_dim", 512))
     data = Path(options["data"]) if "data" in options else DEFAULT_DATA
@@ -438,13 +483,10 @@ def _dataset(quick: bool, options: dict[str, str], tmp: str) -> tuple[NavDataset
     elif "data" in options:
         raise FileNotFoundError(f"nav-sim: dataset directory not found: {data}")
     else:
-        sizes = (
-            dict(num_scans=12, viewpoints_per_scan=60)
-            if quick
-            else dict(num_scans=60, viewpoints_per_scan=100)
-        )
-        root = write_synthetic_dataset(Path(tmp) / "nav", feature_dim=feature_dim, feature_name=None, **sizes)
-        dataset, label = NavDataset(root), f"synthetic {sizes['num_scans']} scans"
+        # R2R-sized in quick mode too: the reference's per-episode cost depends on the size of its
+        # dicts, so a smaller world would not measure the same ratio (generating it takes seconds).
+        root = write_synthetic_dataset(Path(tmp) / "nav", feature_dim=feature_dim, feature_name=None)
+        dataset, label = NavDataset(root), "synthetic 60 scans"
     scans = sorted({ep.scan for ep in dataset.episodes("train")})
     graphs = [dataset.graph(scan) for scan in scans]
     name = options.get("features")
@@ -460,22 +502,46 @@ def _dataset(quick: bool, options: dict[str, str], tmp: str) -> tuple[NavDataset
     return dataset, features, label
 
 
-def _compare(vec: list, ref: list, env: NavVecEnv, sim: ReferenceNavSim, batch: int) -> None:
-    """Assert both simulators produced the same per-step outputs and the same trajectories."""
-    for t, (a, b) in enumerate(zip(vec, ref, strict=True)):
-        for name, x, y in zip(
-            ("reward", "terminated", "truncated", "teacher", "distance", "active"), a, b, strict=True
-        ):
-            x = x.numpy()
+def _step_outputs(obs: Any, reward: Any, terminated: Any, truncated: Any, active: Any) -> list[np.ndarray]:
+    """Per-step outputs both simulators must agree on, as arrays (teacher and distance from ``obs``)."""
+    if isinstance(obs, list):  # the reference's per-episode observations
+        teacher = np.array([-1 if ob is None else ob["teacher"] for ob in obs])
+        distance = np.array([np.nan if ob is None else ob["distance"] for ob in obs], np.float32)
+    else:
+        teacher, distance = np.asarray(obs["teacher_action"]), np.asarray(obs["distance"])
+    return [np.asarray(x) for x in (reward, terminated, truncated, teacher, distance, active)]
+
+
+def _verify(env: NavVecEnv, sim: ReferenceNavSim, actions: list[torch.Tensor], seed: int, label: str) -> None:
+    """One untimed pass of both simulators: same per-step outputs, final observation and trajectories."""
+    names = ("reward", "terminated", "truncated", "teacher", "distance", "active")
+    env.reset(seed)
+    sim.reset(seed)
+    for t, action in enumerate(actions):
+        obs, reward, terminated, truncated, info = env.step(action)
+        ref_obs, ref_reward, ref_term, ref_trunc, _ = sim.step(action.tolist())
+        active = info["active"].numpy()
+        got = _step_outputs(obs, reward, terminated, truncated, active)
+        want = _step_outputs(ref_obs, ref_reward, ref_term, ref_trunc, [s["active"] for s in sim.envs])
+        for name, x, y in zip(names, got, want, strict=True):
+            x, y = x[active], y[active]
             same = np.allclose(x, y, atol=1e-4) if x.dtype.kind == "f" else np.array_equal(x, y)
             if not same:
-                raise AssertionError(
-                    f"nav-sim batch {batch}: '{name}' differs from the reference at step {t}"
-                )
+                raise AssertionError(f"nav-sim {label}: '{name}' differs from the reference at step {t}")
+    # The whole last observation, in features layout (the agent-side batching of the reference).
+    last = env.feature_table.materialise(obs) if env.observation == "indices" else obs
+    ref_last = sim.batch(ref_obs) if isinstance(ref_obs, list) else ref_obs
+    for key, value in ref_last.items():
+        if not np.allclose(last[key].numpy()[active], value[active], atol=1e-4):
+            raise AssertionError(f"nav-sim {label}: observation '{key}' differs from the reference")
+    _compare_trajectories(env, sim, label)
+
+
+def _compare_trajectories(env: NavVecEnv, sim: ReferenceNavSim, label: str) -> None:
     got = [(r["instr_id"], [p[0] for p in r["trajectory"]]) for r in env.trajectories()]
     want = [(r["instr_id"], [p[0] for p in r["trajectory"]]) for r in sim.finished]
     if got != want:
-        raise AssertionError(f"nav-sim batch {batch}: trajectories differ from the reference")
+        raise AssertionError(f"nav-sim {label}: trajectories differ from the reference")
 
 
 def _copy_floor(obs: dict[str, torch.Tensor], steps: int, repeats: int) -> float:
@@ -490,6 +556,24 @@ def _copy_floor(obs: dict[str, torch.Tensor], steps: int, repeats: int) -> float
     return best
 
 
+def _run_time(simulator: Any, actions: Sequence[Any], seed: int) -> float:
+    """Seconds to step ``actions`` after an untimed reset."""
+    simulator.reset(seed)
+    start = time.perf_counter()
+    for action in actions:
+        simulator.step(action)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Measurement:
+    """Env steps/s of NavVecEnv, of the reference, and of the copy floor (features mode only)."""
+
+    vec_rate: float
+    ref_rate: float
+    floor_rate: float | None
+
+
 def _measure(
     dataset: NavDataset,
     features: dict[str, np.ndarray],
@@ -497,113 +581,110 @@ def _measure(
     batch: int,
     steps: int,
     pano: bool,
+    observation: str,
     repeats: int,
     seed: int = 0,
-) -> tuple[float, float, float]:
-    """Env steps/s of NavVecEnv and of the reference on the same action sequence, and the copy floor."""
+) -> Measurement:
+    """Env steps/s of NavVecEnv and of the reference on the same action sequence (and the copy floor)."""
     env = NavVecEnv(
         dataset, "train", batch, features=features, device="cpu", seed=seed, max_degree=sim.max_degree,
-        observe_pano=pano, record_trajectories=True,
+        observe_pano=pano, observation=observation, record_trajectories=True,
     )  # fmt: skip
-    sim.num_envs, sim.observe_pano = batch, pano
+    sim.num_envs, sim.observe_pano, sim.observation = batch, pano, observation
+    label = f"batch {batch}, {observation}"
     generator = torch.Generator().manual_seed(seed)
     obs, actions = env.reset(), []
     for _ in range(steps):  # untimed pass (also a warm-up): record actions valid along the way
         actions.append(random_actions(obs["cand_mask"], generator))
         obs = env.step(actions[-1])[0]
+    _verify(env, sim, actions, seed, label)
     plain = [a.tolist() for a in actions]
-
-    def run_vec() -> list:
-        out = []
-        env.reset(seed)
-        for action in actions:
-            obs, reward, terminated, truncated, info = env.step(action)
-            out.append(
-                (reward, terminated, truncated, obs["teacher_action"], obs["distance"], info["active"])
-            )
-        return out
-
-    def run_ref() -> list:
-        out = []
-        sim.reset(seed)
-        for action in plain:
-            ref_obs, reward, terminated, truncated, _ = sim.step(action)
-            active = np.array([state["active"] for state in sim.envs])
-            out.append(
-                (reward, terminated, truncated, ref_obs["teacher_action"], ref_obs["distance"], active)
-            )
-        return out
-
-    # Best of `repeats` timings for each simulator (the machine is shared and noisy).
+    # Alternate the two simulators and keep the best run of each (the machine is shared and noisy).
     vec_time, ref_time = math.inf, math.inf
     for _ in range(repeats):
-        start = time.perf_counter()
-        vec_out = run_vec()
-        vec_time = min(vec_time, time.perf_counter() - start)
-        start = time.perf_counter()
-        ref_out = run_ref()
-        ref_time = min(ref_time, time.perf_counter() - start)
+        vec_time = min(vec_time, _run_time(env, actions, seed))
+        ref_time = min(ref_time, _run_time(sim, plain, seed))
+    _compare_trajectories(env, sim, label)
+    floor = None
+    if observation == "features":
+        floor = batch * steps / _copy_floor(env.reset(seed), steps, repeats)
+    return Measurement(batch * steps / vec_time, batch * steps / ref_time, floor)
 
-    _compare(vec_out, ref_out, env, sim, batch)
-    last, ref_last = env._observe(), sim._observe()
-    for key, value in ref_last.items():
-        if not np.allclose(last[key].numpy(), value, atol=1e-4):
-            raise AssertionError(f"nav-sim batch {batch}: observation '{key}' differs from the reference")
-    floor = _copy_floor(last, steps, repeats)
-    return batch * steps / vec_time, batch * steps / ref_time, batch * steps / floor
+
+REFERENCE_LABEL = {
+    "indices": "per-episode Python simulator (R2R style, per-episode dicts)",
+    "features": "per-episode Python simulator (R2R style, batched arrays)",
+}
+
+
+def _figures(m: Measurement, mode: str, batch: int, with_pano: bool, largest: bool) -> list[Figure]:
+    what = ("index observations" if mode == "indices" else "materialised features") + (
+        "" if with_pano else ", no panorama"
+    )
+    target = TARGET_SPEEDUP if mode == "indices" and batch == TARGET_BATCH and with_pano else None
+    figures = [
+        Figure(
+            benchmark="nav-sim",
+            metric=f"env steps/s, batch {batch} ({what})",
+            value=round(m.vec_rate, 1),
+            unit="steps/s",
+            reference=REFERENCE_LABEL[mode],
+            reference_value=round(m.ref_rate, 1),
+            target=target,
+        )
+    ]
+    if m.floor_rate is not None and largest:
+        figures.append(
+            Figure(
+                benchmark="nav-sim",
+                metric=f"env steps/s vs memory floor, batch {batch} ({what})",
+                value=round(m.vec_rate, 1),
+                unit="steps/s",
+                reference="fresh copies of obs + final_obs only",
+                reference_value=round(m.floor_rate, 1),
+            )
+        )
+    return figures
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     batches = [int(b) for b in options.get("batches", "64,256,1024").split(",")]
+    modes = options.get("observation", "indices,features").split(",")
+    unknown = sorted(set(modes) - set(OBSERVATION_MODES))
+    if unknown:
+        raise ValueError(f"nav-sim: unknown observation mode(s) {unknown}; choose from {OBSERVATION_MODES}")
     pano = options.get("pano", "1") not in ("0", "false", "no")
-    default_steps = {64: 200, 256: 80, 1024: 30} if not quick else {64: 20, 256: 10, 1024: 5}
-    repeats = int(options.get("repeats", 2 if quick else 3))
+    default_steps = {
+        "indices": {64: 400, 256: 200, 1024: 100} if not quick else {64: 100, 256: 50, 1024: 40},
+        "features": {64: 200, 256: 80, 1024: 30} if not quick else {64: 20, 256: 10, 1024: 5},
+    }
+    repeats = int(options.get("repeats", 3))
+    runs = [(mode, batch, pano) for mode in modes for batch in batches]
+    if "features" in modes and pano and not quick:
+        runs.append(("features", max(batches), False))  # what the panorama costs
     # One thread by default: the reference runs on one core, and on a shared machine multi-threaded
     # gathers suffer from oversubscription far more than a single-threaded loop does.
     threads = int(options.get("threads", 1))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    # The default observation, plus the largest batch without the panorama to show what it costs.
-    runs = [(batch, pano) for batch in batches]
-    if pano and not quick:
-        runs.append((max(batches), False))
-    reference = "per-episode Python simulator (R2R style)"
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset, features, label = _dataset(quick, options, tmp)
-        episodes = dataset.episodes("train")
-        graphs = {scan: dataset.graph(scan) for scan in sorted({ep.scan for ep in episodes})}
-        sim = ReferenceNavSim(graphs, features, episodes, dataset.vocab(), 1)
-        figures = []
-        for batch, with_pano in runs:
-            steps = int(options.get("steps", default_steps.get(batch, 30)))
-            vec_rate, ref_rate, floor_rate = _measure(
-                dataset, features, sim, batch, steps, with_pano, repeats
-            )
-            suffix = "" if with_pano else " (no panorama)"
-            figures.append(
-                Figure(
-                    benchmark="nav-sim",
-                    metric=f"env steps/s, batch {batch}{suffix}",
-                    value=round(vec_rate, 1),
-                    unit="steps/s",
-                    reference=reference,
-                    reference_value=round(ref_rate, 1),
-                    target=TARGET_SPEEDUP if batch == 1024 and with_pano == pano else None,
-                )
-            )
-            if batch == max(batches):
-                figures.append(
-                    Figure(
-                        benchmark="nav-sim",
-                        metric=f"env steps/s vs memory floor, batch {batch}{suffix}",
-                        value=round(vec_rate, 1),
-                        unit="steps/s",
-                        reference="fresh copies of obs + final_obs only",
-                        reference_value=round(floor_rate, 1),
-                    )
-                )
-    torch.set_num_threads(previous_threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset, features, label = _dataset(options, tmp)
+            episodes = dataset.episodes("train")
+            graphs = {scan: dataset.graph(scan) for scan in sorted({ep.scan for ep in episodes})}
+            sim = ReferenceNavSim(graphs, features, episodes, dataset.vocab(), 1)
+            figures = []
+            for mode, batch, with_pano in runs:
+                steps = int(options.get("steps", default_steps[mode].get(batch, 30)))
+                m = _measure(dataset, features, sim, batch, steps, with_pano, mode, repeats)
+                figures += _figures(m, mode, batch, with_pano, batch == max(batches))
+    finally:
+        torch.set_num_threads(previous_threads)
     dim = next(iter(features.values())).shape[1]
-    title = f"nav-sim: NavVecEnv vs per-episode reference ({label}, D={dim}, {threads} torch thread(s))"
-    report(figures, title + "; trajectories identical")
+    huge_pages = "on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off"
+    title = (
+        f"nav-sim: NavVecEnv vs per-episode reference ({label}, D={dim}, {threads} torch thread(s), "
+        f"torch huge pages {huge_pages}); outputs and trajectories identical"
+    )
+    report(figures, title)
     return figures
