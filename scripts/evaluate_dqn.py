@@ -20,10 +20,10 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 import numpy as np
-from envs.atari import resolve_game
 
 from agents.dqn.evaluation import evaluate, load_agent, record_video
 from agents.dqn.scores import aggregate_with_ci, human_normalized
+from envs.atari import resolve_game
 from runtime.cli import run_main
 from runtime.device import resolve_device
 from runtime.logger import encode_gif

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
+
 from envs.atari import resolve_game
 
 
