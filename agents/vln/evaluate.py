@@ -56,12 +56,17 @@ def make_eval_env(
     max_steps: int = 15,
     feature_dtype: torch.dtype = torch.float32,
 ) -> NavVecEnv:
-    """A sequential env over ``split`` (or over ``episodes`` of it, e.g. a subset)."""
-    source: str | Sequence[Episode] = split if episodes is None else list(episodes)
+    """A sequential env over ``split`` (or over ``episodes`` of it, e.g. a subset).
+
+    It has at most one row per instruction: more rows would only idle.
+    """
+    listed = dataset.episodes(split) if episodes is None else list(episodes)
+    instructions = sum(len(ep.instructions) for ep in listed)
+    source: str | Sequence[Episode] = split if episodes is None else listed
     env = NavVecEnv(
         dataset,
         source,
-        num_envs,
+        max(1, min(num_envs, instructions)),
         features=features,
         device=device,
         max_steps=max_steps,

@@ -23,14 +23,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from envs.nav.tokenizer import Vocab
 from runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
 
+PANO_MODES = ("mean", "heading", "full", "none")
 NEG_INF = -1e9  # masked logits: finite, so that 0 * log p stays 0 in entropies
 
 
@@ -45,7 +47,9 @@ class FollowerConfig:
     cross_layers: int = 2
     dropout: float = 0.1
     feature_dropout: float = 0.3
-    use_pano: bool = True
+    # Panorama tokens: "mean" is one token averaging the 36 views (where am I), "heading" pools the
+    # three elevations of each of the 12 headings, "full" keeps all 36 views, "none" leaves it out.
+    pano: Literal["mean", "heading", "full", "none"] = "mean"
     max_instruction_len: int = 80
 
     def __post_init__(self) -> None:
@@ -61,6 +65,8 @@ class FollowerConfig:
         for name in ("dropout", "feature_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.pano not in PANO_MODES:
+            raise ValueError(f"pano must be one of {PANO_MODES}, got {self.pano!r}")
 
 
 # Keys of FollowerConfig that shape parameters: a checkpoint loaded into a model must agree on them.
@@ -70,7 +76,7 @@ ARCHITECTURE_FIELDS = (
     "ffn_dim",
     "text_layers",
     "cross_layers",
-    "use_pano",
+    "pano",
     "max_instruction_len",
 )
 
@@ -85,24 +91,34 @@ class TextEncoding:
 
 @dataclass
 class FollowerMemory:
-    """What the follower carries across the steps of ``N`` running episodes."""
+    """What the follower carries across the steps of ``N`` running episodes.
 
-    text: torch.Tensor  # [N, L, H]
+    ``text_kv`` holds the instruction's keys and values of every cross-modal layer
+    (``[N, 2 * layers, heads, L, H / heads]``): the instruction is fixed during an episode, so they are
+    projected once per episode instead of once per step.
+    """
+
+    text_kv: torch.Tensor
     text_mask: torch.Tensor  # [N, L] bool
     state: torch.Tensor  # [N, H]
 
     def detach(self) -> FollowerMemory:
-        return FollowerMemory(self.text.detach(), self.text_mask, self.state.detach())
+        return FollowerMemory(self.text_kv.detach(), self.text_mask, self.state.detach())
 
     def select(self, rows: torch.Tensor) -> FollowerMemory:
-        return FollowerMemory(self.text[rows], self.text_mask[rows], self.state[rows])
+        return FollowerMemory(self.text_kv[rows], self.text_mask[rows], self.state[rows])
+
+    def trimmed(self) -> FollowerMemory:
+        """Without the trailing token columns that are padding in every row."""
+        width = max(int(self.text_mask.sum(1).max()), 1)
+        return FollowerMemory(self.text_kv[:, :, :, :width], self.text_mask[:, :width], self.state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"text": self.text.cpu(), "text_mask": self.text_mask.cpu(), "state": self.state.cpu()}
+        return {"text_kv": self.text_kv.cpu(), "text_mask": self.text_mask.cpu(), "state": self.state.cpu()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device) -> FollowerMemory:
-        return cls(state["text"].to(device), state["text_mask"].to(device), state["state"].to(device))
+        return cls(state["text_kv"].to(device), state["text_mask"].to(device), state["state"].to(device))
 
 
 @dataclass
@@ -115,8 +131,53 @@ class StepOutput:
     cand_out: torch.Tensor  # [B, C, H] contextualized candidates
 
 
+class Attention(nn.Module):
+    """Multi-head attention whose keys/values can be projected once and reused (see ``kv``)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.query, self.value, self.out = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        # No key bias: it adds the same logit to every key of a query, which softmax ignores.
+        self.key = nn.Linear(dim, dim, bias=False)
+
+    def kv(self, context: torch.Tensor) -> torch.Tensor:
+        """Keys and values of ``context [B, L, H]`` as ``[B, 2, heads, L, H / heads]``."""
+        b, length, dim = context.shape
+        kv = torch.stack([self.key(context), self.value(context)], dim=1)
+        return kv.view(b, 2, length, self.heads, dim // self.heads).transpose(2, 3)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Attend from ``x [B, S, H]`` to projected ``kv``; ``valid [B, L]`` is True on keys to use."""
+        b, length, dim = x.shape
+        q = self.query(x).view(b, length, self.heads, dim // self.heads).transpose(1, 2)
+        mask = None if valid is None else valid[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, kv[:, 0], kv[:, 1], attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(out.transpose(1, 2).reshape(b, length, dim))
+
+
+class TextLayer(nn.Module):
+    """Pre-norm transformer encoder block over the instruction."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_attn, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        h = self.norm_attn(x)
+        x = x + self.dropout(self.attn(h, self.attn.kv(h), valid))
+        return x + self.dropout(self.ffn(self.norm_ffn(x)))
+
+
 class CrossModalLayer(nn.Module):
-    """Pre-norm block: self-attention over ``x``, cross-attention from ``x`` to ``context``, FFN."""
+    """Pre-norm block: self-attention over ``x``, cross-attention from ``x`` to a context, FFN."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
@@ -125,27 +186,28 @@ class CrossModalLayer(nn.Module):
             nn.LayerNorm(dim),
             nn.LayerNorm(dim),
         )
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(dim, heads, dropout)
+        self.cross_attn = Attention(dim, heads, dropout)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
         )
         self.dropout = nn.Dropout(dropout)
 
+    def context(self, context: torch.Tensor) -> torch.Tensor:
+        """The context's keys/values for this layer (reusable while the context does not change)."""
+        return self.cross_attn.kv(context)
+
     def forward(
         self,
         x: torch.Tensor,
-        x_padding: torch.Tensor | None,
-        context: torch.Tensor,
-        context_padding: torch.Tensor | None,
+        x_valid: torch.Tensor | None,
+        context_kv: torch.Tensor,
+        context_valid: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``x [B, S, H]``, ``context [B, L, H]``; paddings are True on positions to ignore."""
+        """``x [B, S, H]``; masks are True on positions that take part."""
         h = self.norm_self(x)
-        x = x + self.dropout(self.self_attn(h, h, h, key_padding_mask=x_padding, need_weights=False)[0])
-        h = self.norm_cross(x)
-        x = x + self.dropout(
-            self.cross_attn(h, context, context, key_padding_mask=context_padding, need_weights=False)[0]
-        )
+        x = x + self.dropout(self.self_attn(h, self.self_attn.kv(h), x_valid))
+        x = x + self.dropout(self.cross_attn(self.norm_cross(x), context_kv, context_valid))
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
 
 
@@ -162,22 +224,8 @@ class Follower(nn.Module):
         self.word_embedding = nn.Embedding(vocab_size, h, padding_idx=pad_id)
         self.position_embedding = nn.Embedding(config.max_instruction_len, h)
         self.text_norm = nn.LayerNorm(h)
-        self.text_encoder = (
-            nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(
-                    h,
-                    config.num_heads,
-                    config.ffn_dim,
-                    config.dropout,
-                    activation="gelu",
-                    batch_first=True,
-                    norm_first=True,
-                ),
-                config.text_layers,
-                enable_nested_tensor=False,
-            )
-            if config.text_layers > 0
-            else None
+        self.text_layers = nn.ModuleList(
+            TextLayer(h, config.num_heads, config.ffn_dim, config.dropout) for _ in range(config.text_layers)
         )
         self.visual_proj = nn.Linear(visual_dim, h)
         self.angle_proj = nn.Linear(angle_dim, h)
@@ -192,11 +240,17 @@ class Follower(nn.Module):
         )
         self.out_norm = nn.LayerNorm(h)
         self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
+        self.key = nn.Linear(h, h, bias=False)  # a key bias would shift every candidate's logit alike
         self.state_update = nn.Sequential(nn.Linear(2 * h, h), nn.LayerNorm(h))
         self.value_head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, 1))
         self.feature_drop = config.feature_dropout
         self.dropout = nn.Dropout(config.dropout)
+        # BERT-style small embeddings: the MLM decoder is tied to the word embeddings, and N(0, 1)
+        # rows would start it with logits of size sqrt(hidden_dim).
+        for embedding in (self.word_embedding, self.position_embedding, self.type_embedding):
+            nn.init.normal_(embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.word_embedding.weight[pad_id].zero_()
         nn.init.normal_(self.stop_embedding, std=0.02)
 
     @property
@@ -219,13 +273,23 @@ class Follower(nn.Module):
         width = max(int(mask.sum(1).max()), 1)
         tokens, mask = tokens[:, :width], mask[:, :width]
         x = self.embed_text(tokens)
-        if self.text_encoder is not None:
-            x = self.text_encoder(x, src_key_padding_mask=~mask)
+        for layer in self.text_layers:
+            x = layer(x, mask)
         return TextEncoding(x, mask)
 
-    def init_state(self, text: TextEncoding) -> torch.Tensor:
-        """The state token of a new episode, from the ``<BOS>`` output."""
-        return self.state_init(text.feats[:, 0])
+    def start(self, tokens: torch.Tensor, mask: torch.Tensor, length: int | None = None) -> FollowerMemory:
+        """Memory of new episodes: the instruction's keys/values per layer and the first state token.
+
+        The state token comes from the ``<BOS>`` output (the ``[CLS]`` of the instruction). ``length``
+        pads the token dimension (to stack with other episodes' memory).
+        """
+        text = self.encode_text(tokens, mask)
+        kv = torch.cat([layer.context(text.feats) for layer in self.layers], dim=1)
+        token_mask = text.mask
+        if length is not None and length > kv.shape[3]:
+            kv = F.pad(kv, (0, 0, 0, length - kv.shape[3]))
+            token_mask = F.pad(token_mask, (0, length - token_mask.shape[1]), value=False)
+        return FollowerMemory(kv, token_mask, self.state_init(text.feats[:, 0]))
 
     # -- vision -----------------------------------------------------------------------------------
     def embed_views(self, feats: torch.Tensor, drop_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,32 +310,44 @@ class Follower(nn.Module):
         keep = torch.rand(batch, 1, self.visual_dim, device=device) >= self.feature_drop
         return keep.to(torch.float32) / (1.0 - self.feature_drop)
 
+    def _pano_tokens(self, pano_feats: torch.Tensor | None) -> torch.Tensor | None:
+        mode = self.config.pano
+        if mode == "none":
+            return None
+        if pano_feats is None:
+            raise ValueError(f"this follower reads the panorama (pano={mode!r}) but got no pano_feats")
+        if mode == "heading":  # views ix, ix + 12, ix + 24 share a heading
+            return pano_feats.view(pano_feats.shape[0], 3, 12, -1).mean(1)
+        if mode == "mean":
+            return pano_feats.mean(1, keepdim=True)
+        return pano_feats
+
     # -- one navigation step ----------------------------------------------------------------------
     def step(
         self,
-        text: TextEncoding,
-        state: torch.Tensor,
+        memory: FollowerMemory,
         cand_feats: torch.Tensor,
         cand_mask: torch.Tensor,
         pano_feats: torch.Tensor | None = None,
     ) -> StepOutput:
-        """Score ``cand_feats [B, C, D + A]`` (STOP in the last slot, always valid) given the state."""
+        """Score ``cand_feats [B, C, D + A]`` (STOP in the last slot, always valid) given the memory."""
         b, c = cand_feats.shape[:2]
+        memory = memory.trimmed()
         drop = self._feature_drop_mask(b, cand_feats.device)
         types = self.type_embedding.weight
         cands = self.embed_views(cand_feats[:, :-1], drop)
         cands = torch.cat([cands, self.stop_embedding.expand(b, 1, -1)], dim=1) + types[1]
-        parts = [(state + types[0]).unsqueeze(1), cands]
-        padding = [cand_mask.new_zeros(b, 1), ~cand_mask]
-        if self.config.use_pano:
-            if pano_feats is None:
-                raise ValueError("this follower uses the panorama (use_pano=true) but got no pano_feats")
-            parts.append(self.embed_views(pano_feats, drop) + types[2])
-            padding.append(cand_mask.new_zeros(b, pano_feats.shape[1]))
+        parts = [(memory.state + types[0]).unsqueeze(1), cands]
+        valid = [cand_mask.new_ones(b, 1), cand_mask]
+        pano = self._pano_tokens(pano_feats)
+        if pano is not None:
+            parts.append(self.embed_views(pano, drop) + types[2])
+            valid.append(cand_mask.new_ones(b, pano.shape[1]))
         x = self.dropout(torch.cat(parts, dim=1))
-        x_padding = torch.cat(padding, dim=1)
-        for layer in self.layers:
-            x = layer(x, x_padding, text.feats, ~text.mask)
+        x_valid = torch.cat(valid, dim=1)
+        kv = memory.text_kv
+        for i, layer in enumerate(self.layers):
+            x = layer(x, x_valid, kv[:, 2 * i : 2 * i + 2], memory.text_mask)
         x = self.out_norm(x)
         state_out, cand_out = x[:, 0], x[:, 1 : 1 + c]
         logits = (self.query(state_out).unsqueeze(1) * self.key(cand_out)).sum(-1) / math.sqrt(x.shape[-1])
@@ -296,28 +372,29 @@ class Follower(nn.Module):
         tokens, token_mask = obs["instr_ids"], obs["instr_mask"]
         full = tokens.shape[1]
         if memory is None:
-            text = self.encode_text(tokens, token_mask)
-            state = self.init_state(text)
-            memory = FollowerMemory(_pad_to(text.feats, full), _pad_to(text.mask, full), state)
+            memory = self.start(tokens, token_mask, full)
         else:
-            state = memory.state
-            if fresh_text is not None and bool(fresh_text.any()):
-                rows = torch.nonzero(fresh_text).flatten()
-                text = self.encode_text(tokens[rows], token_mask[rows])
+            rows_text = None if fresh_text is None else torch.nonzero(fresh_text).flatten()
+            rows_state = None if fresh_state is None else torch.nonzero(fresh_state).flatten()
+            if rows_text is not None and rows_text.numel():
+                new = self.start(tokens[rows_text], token_mask[rows_text], full)
                 memory = FollowerMemory(
-                    memory.text.index_copy(0, rows, _pad_to(text.feats, full)),
-                    memory.text_mask.index_copy(0, rows, _pad_to(text.mask, full)),
-                    state,
+                    memory.text_kv.index_copy(0, rows_text, new.text_kv),
+                    memory.text_mask.index_copy(0, rows_text, new.text_mask),
+                    memory.state,
                 )
-            if fresh_state is not None and bool(fresh_state.any()):
-                rows = torch.nonzero(fresh_state).flatten()
-                width = max(int(memory.text_mask[rows].sum(1).max()), 1)
-                text = TextEncoding(memory.text[rows, :width], memory.text_mask[rows, :width])
-                state = state.index_copy(0, rows, self.init_state(text))
-        width = max(int(memory.text_mask.sum(1).max()), 1)
-        text = TextEncoding(memory.text[:, :width], memory.text_mask[:, :width])
-        out = self.step(text, state, obs["cand_feats"], obs["cand_mask"], obs.get("pano_feats"))
-        return out, FollowerMemory(memory.text, memory.text_mask, out.state)
+                # New episodes restart their state from their own instruction.
+                if rows_state is not None and rows_state.numel():
+                    position = torch.full((len(tokens),), -1, dtype=torch.int64, device=tokens.device)
+                    position[rows_text] = torch.arange(len(rows_text), device=tokens.device)
+                    source = position[rows_state]
+                    if bool((source < 0).any()):
+                        raise ValueError("rows restarting their state must also re-encode their instruction")
+                    memory.state = memory.state.index_copy(0, rows_state, new.state[source])
+            elif rows_state is not None and rows_state.numel():
+                raise ValueError("rows restarting their state must also re-encode their instruction")
+        out = self.step(memory, obs["cand_feats"], obs["cand_mask"], obs.get("pano_feats"))
+        return out, FollowerMemory(memory.text_kv, memory.text_mask, out.state)
 
     def unroll(
         self,
@@ -329,32 +406,18 @@ class Follower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced pass along given steps: ``[B, T, C, ...]`` inputs -> logits ``[B, T, C]``, values ``[B, T]``.
 
-        The state token is carried from step to step; padded steps (all-False ``cand_mask`` rows are
-        not allowed: STOP is always valid) only cost compute, callers mask their losses.
+        The state token is carried from step to step; padded steps only cost compute (their
+        ``cand_mask`` must still allow STOP), callers mask their losses.
         """
-        text = self.encode_text(tokens, token_mask)
-        state = self.init_state(text)
+        memory = self.start(tokens, token_mask)
         logits, values = [], []
         for t in range(cand_feats.shape[1]):
-            out = self.step(
-                text,
-                state,
-                cand_feats[:, t],
-                cand_mask[:, t],
-                None if pano_feats is None else pano_feats[:, t],
-            )
+            pano = None if pano_feats is None else pano_feats[:, t]
+            out = self.step(memory, cand_feats[:, t], cand_mask[:, t], pano)
             logits.append(out.logits)
             values.append(out.value)
-            state = out.state
+            memory = FollowerMemory(memory.text_kv, memory.text_mask, out.state)
         return torch.stack(logits, 1), torch.stack(values, 1)
-
-
-def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad dim 1 of ``x`` to ``length`` (works for float features and bool masks)."""
-    if x.shape[1] == length:
-        return x
-    pad = x.new_zeros(x.shape[0], length - x.shape[1], *x.shape[2:])
-    return torch.cat([x, pad], dim=1)
 
 
 # -- acting in a vector env ------------------------------------------------------------------------
@@ -474,7 +537,12 @@ def bundle_from_state(
     if not isinstance(state, dict) or state.get("format") != FOLLOWER_FORMAT:
         raise CheckpointError(f"{source} does not hold a follower (format {FOLLOWER_FORMAT!r})")
     vocab = Vocab(state["vocab"])
-    config = FollowerConfig(**state["model_config"])
+    try:
+        config = FollowerConfig(**state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{source}: the follower's model config does not fit this version ({exc})"
+        ) from None
     model = Follower(
         len(vocab), int(state["visual_dim"]), int(state["angle_feature_size"]), config, vocab.pad_id
     )

@@ -284,16 +284,21 @@ class Speaker(nn.Module):
         n, device = enc.context.shape[0], enc.context.device
         tokens = torch.full((n, max_len), self.pad_id, dtype=torch.int64, device=device)
         log_prob = torch.zeros(n, dtype=torch.float64, device=device)
-        finished = torch.zeros(n, dtype=torch.bool, device=device)
+        alive = torch.arange(n, device=device)  # rows still writing, in their original order
         token, state = torch.full((n,), self.bos_id, dtype=torch.int64, device=device), enc.state
         for t in range(max_len):
             logp, state = self._next_log_probs(token, state, enc, last=t == max_len - 1)
-            token = torch.where(finished, self.pad_id, choose(logp))
-            log_prob += torch.where(finished, 0.0, logp.gather(1, token[:, None])[:, 0])
-            tokens[:, t] = token
-            finished |= token == self.eos_id
-            if bool(finished.all()):
+            token = choose(logp)
+            tokens[alive, t] = token
+            log_prob[alive] += logp.gather(1, token[:, None])[:, 0]
+            done = token == self.eos_id
+            if bool(done.all()):
                 break
+            if bool(done.any()):
+                # Finished rows leave the batch: the remaining steps only compute what is still needed.
+                keep = ~done
+                alive, token, enc = alive[keep], token[keep], enc.select(keep)
+                state = (state[0][:, keep], state[1][:, keep])
         lengths = (tokens != self.pad_id).sum(1)
         return Decoded(tokens, lengths, log_prob)
 
@@ -308,30 +313,37 @@ class Speaker(nn.Module):
         finished = torch.zeros(b, width, dtype=torch.bool, device=device)
         finished_row = torch.full((v,), float("-inf"), dtype=torch.float64, device=device)
         finished_row[self.pad_id] = 0.0  # a finished beam continues with <PAD> at no cost
-        base = (torch.arange(b, device=device) * width)[:, None]
+        beams = torch.arange(width, device=device)
+        alive = torch.arange(b, device=device)  # trajectories with an unfinished beam
         token, state = torch.full((b * width,), self.bos_id, dtype=torch.int64, device=device), enc.state
         for t in range(max_len):
+            a = alive.numel()
             logp, state = self._next_log_probs(token, state, enc, last=t == max_len - 1)
-            logp = torch.where(finished[..., None], finished_row, logp.view(b, width, v))
-            top, index = (scores[..., None] + logp).view(b, width * v).topk(width, dim=-1)
+            logp = torch.where(finished[alive, :, None], finished_row, logp.view(a, width, v))
+            top, index = (scores[alive, :, None] + logp).view(a, width * v).topk(width, dim=-1)
             parent, token = index // v, index % v
-            flat = (base + parent).view(-1)
+            flat = (torch.arange(a, device=device)[:, None] * width + parent).view(-1)
             state = (state[0][:, flat], state[1][:, flat])
-            tokens, finished = (
-                tokens.gather(1, parent[..., None].expand_as(tokens)),
-                finished.gather(1, parent),
-            )
-            tokens[:, :, t] = token
-            scores, finished = top, finished | (token == self.eos_id)
-            token = token.view(-1)
-            if bool(finished.all()):
+            kept = tokens[alive].gather(1, parent[..., None].expand(a, width, max_len))
+            kept[:, :, t] = token
+            done_beams = finished[alive].gather(1, parent) | (token == self.eos_id)
+            tokens[alive], finished[alive], scores[alive] = kept, done_beams, top
+            done = done_beams.all(1)
+            if bool(done.all()):
                 break
+            token = token.view(-1)
+            if bool(done.any()):
+                # Trajectories whose beams are all finished leave the batch (as rows do in greedy).
+                keep = ~done
+                rows = (torch.nonzero(keep)[:, 0, None] * width + beams).view(-1)
+                alive, token, enc = alive[keep], token[rows], enc.select(rows)
+                state = (state[0][:, rows], state[1][:, rows])
         lengths = (tokens != self.pad_id).sum(-1)
         ranked = (scores / lengths.double().pow(length_penalty)).argsort(dim=-1, descending=True, stable=True)
         keep = ranked[:, :num_return]
         # With very short max_len there may be fewer complete hypotheses than asked: repeat the best.
         keep = torch.where(torch.isfinite(scores.gather(1, keep)), keep, keep[:, :1])
-        pick = (base + keep).view(-1)
+        pick = (torch.arange(b, device=device)[:, None] * width + keep).view(-1)
         return Decoded(tokens.view(b * width, max_len)[pick], lengths.view(-1)[pick], scores.view(-1)[pick])
 
 

@@ -62,7 +62,7 @@ class SpeakerTrainConfig:
     device: str = "auto"
     torch_threads: int = 0
     runs_dir: str = "runs"
-    iterations: int = 4000
+    iterations: int = 3000
     batch_size: int = 32  # paths per batch (each with all its instructions)
     lr: float = 1e-3
     weight_decay: float = 0.0

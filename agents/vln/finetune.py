@@ -1,0 +1,731 @@
+"""Fine-tuning the follower with imitation (teacher forcing + DAgger) and RL (A2C), top to bottom.
+
+Every iteration collects ``rollout_steps`` batched steps from a :class:`~envs.nav.simulator.NavVecEnv`
+through the shared :class:`~agents.rollout.RolloutCollector`. The env's rows are split in two:
+
+- *teacher rows* execute the shortest-path teacher's action (teacher forcing): cross-entropy on
+  the teacher action along the reference route;
+- *learner rows* execute actions sampled from the follower (optionally mixed with the teacher with
+  probability ``teacher_prob``, DAgger's beta): cross-entropy on the teacher's action in the states the
+  learner reached (student forcing), and advantage actor-critic on the simulator reward (GAE,
+  bootstrapping truncated episodes from their final observation and the rollout end from its last
+  observation).
+
+The collector runs without gradients; the learner replays the stored observations through the
+follower with its recurrent memory, restarting it at episode boundaries, starting from the memory
+carried into the rollout (truncated backpropagation through time, as in recurrent PPO).
+
+DAgger aggregation: a :class:`~agents.vln.dagger.DaggerWriter` sink writes every finished learner
+episode (visited viewpoints, headings, teacher labels) into a FIFO
+:class:`~replay.trajectory.TrajectoryStore`; each iteration also replays a batch of it with
+teacher-label cross-entropy. With ``data.augment_split`` (e.g. ``synthetic``), every
+``augment_every``-th iteration runs on speaker-synthesized episodes instead (EnvDrop-style
+augmentation; feature dropout lives in the model). Validation runs greedy episodes on the
+evaluation splits every ``eval_every`` iterations; ``best.pt`` keeps the follower with the best
+``select_metric`` on ``select_split``.
+
+Resuming is exact on CPU: the checkpoint holds the actions sent to each env, which a resumed run
+replays after re-seeding, plus the follower memory of the running episodes, the DAgger store and
+writer buffers, optimizer, counters and RNG states.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from agents.rollout import Rollout, RolloutCollector, Transition
+from agents.vln.dagger import DaggerWriter, replay_inputs
+from agents.vln.distributed import average_gradients, init_distributed
+from agents.vln.evaluate import Evaluation, evaluate_follower, log_sample_episodes, make_eval_env
+from agents.vln.follower import (
+    ARCHITECTURE_FIELDS,
+    Follower,
+    FollowerBundle,
+    FollowerConfig,
+    FollowerMemory,
+    FollowerPolicy,
+    load_follower,
+)
+from agents.vln.trajectories import PathFeaturizer
+from envs.nav.dataset import NavDataset
+from envs.nav.metrics import METRIC_KEYS
+from envs.nav.simulator import NavVecEnv
+from replay.trajectory import TrajectoryStore
+from runtime.checkpoint import CheckpointError, CheckpointManager, check_config_matches, restore_module
+from runtime.config import save_config, to_dict, to_yaml
+from runtime.device import resolve_device
+from runtime.logger import RunLogger
+from runtime.progress import progress
+from runtime.seeding import rng_state, seed_everything, set_rng_state
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class FinetuneDataConfig:
+    features: str = "cnn"
+    angle_feature_size: int = 32
+    max_instruction_len: int = 80
+    train_split: str = "train"
+    augment_split: str | None = None  # e.g. "synthetic": EnvDrop-style augmentation
+    augment_every: int = 2  # with augmentation, every n-th iteration runs on augment_split
+    eval_splits: list[str] = field(default_factory=lambda: ["val_seen", "val_unseen"])
+    eval_max_episodes: int = 0  # paths per evaluation split during training; 0 = all
+    feature_dtype: Literal["float32", "float16"] = "float16"
+
+
+@dataclass
+class NavEnvConfig:
+    max_steps: int = 15
+    success_distance: float = 3.0
+    success_bonus: float = 2.0
+    failure_penalty: float = 2.0
+    move_reward: Literal["distance", "sign"] = "distance"
+
+
+@dataclass
+class LearnerConfig:
+    teacher_envs: int = 16  # rows driven by the teacher (teacher forcing)
+    learner_envs: int = 16  # rows driven by the follower (student forcing, DAgger, A2C)
+    rollout_steps: int = 15
+    teacher_prob: float = 0.0  # DAgger beta on learner rows
+    teacher_weight: float = 1.0
+    student_weight: float = 1.0
+    rl_weight: float = 0.5
+    value_weight: float = 0.5
+    entropy_weight: float = 0.01
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    normalize_advantages: bool = True
+
+    def __post_init__(self) -> None:
+        if self.teacher_envs < 0 or self.learner_envs < 0 or self.teacher_envs + self.learner_envs < 1:
+            raise ValueError("teacher_envs and learner_envs must be >= 0 with at least one env")
+        if self.rollout_steps < 1:
+            raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
+
+
+@dataclass
+class DaggerConfig:
+    enabled: bool = True
+    capacity: int = 20_000  # episodes kept (FIFO)
+    batch_size: int = 8
+    weight: float = 1.0
+    min_episodes: int = 64  # replay starts once the store holds this many
+
+
+@dataclass
+class FinetuneConfig:
+    """The typed schema of ``configs/vln_finetune.yaml``."""
+
+    name: str | None = None
+    data_dir: str = ""
+    init: str | None = None  # pretrained follower: a pretraining run dir, checkpoint or best.pt
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = 0
+    runs_dir: str = "runs"
+    iterations: int = 2000
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 2.0
+    log_every: int = 20
+    eval_every: int = 250
+    eval_num_envs: int = 64
+    select_split: str = "val_unseen"
+    select_metric: Literal["spl", "sr", "ndtw", "sdtw", "cls"] = "spl"
+    log_episodes: int = 2  # maps + GIFs per evaluation split at every validation (procedural worlds)
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    env: NavEnvConfig = field(default_factory=NavEnvConfig)
+    learn: LearnerConfig = field(default_factory=LearnerConfig)
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
+    model: FollowerConfig = field(default_factory=FollowerConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "log_every", "eval_num_envs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every > 0 and self.select_split not in self.data.eval_splits:
+            raise ValueError(
+                f"select_split {self.select_split!r} must be one of data.eval_splits {self.data.eval_splits}"
+            )
+        if self.data.augment_split is not None and self.data.augment_every < 2:
+            raise ValueError("data.augment_every must be >= 2 (every n-th iteration is augmentation)")
+
+
+ARCHITECTURE_KEYS = [
+    "data.features",
+    "data.angle_feature_size",
+    "data.max_instruction_len",
+    "data.augment_split",
+    "learn.teacher_envs",
+    "learn.learner_envs",
+    *(f"model.{name}" for name in ARCHITECTURE_FIELDS),
+]
+
+
+# -- the learner's pass over a collected rollout ---------------------------------------------------
+
+
+@dataclass
+class ReplayedRollout:
+    """Follower outputs on a rollout: ``logits [T, N, C]``, ``values [T, N]`` (with gradients) and
+    ``next_values [T, N]`` (detached): the value of the state after each step, 0 after termination."""
+
+    logits: torch.Tensor
+    values: torch.Tensor
+    next_values: torch.Tensor
+
+
+def _at(obs: dict[str, torch.Tensor], t: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    return {k: (v[t] if rows is None else v[t][rows]) for k, v in obs.items()}
+
+
+def replay_rollout(
+    model: Follower, rollout: Rollout, start_memory: FollowerMemory | None, start_fresh: torch.Tensor
+) -> ReplayedRollout:
+    """Re-run the follower over ``rollout`` with gradients (see the module docstring)."""
+    steps, n = rollout.action.shape
+    done = rollout.terminated | rollout.truncated
+    memory = start_memory
+    bootstrap = torch.zeros(steps, n, device=rollout.reward.device)
+    logits, values = [], []
+    everyone = torch.ones(n, dtype=torch.bool, device=done.device)
+    for t in range(steps):
+        # Text is re-encoded with gradients at t = 0; states carried into the rollout are constants.
+        fresh_text, fresh_state = (everyone, start_fresh) if t == 0 else (done[t - 1], done[t - 1])
+        out, memory = model.observe(memory, _at(rollout.obs, t), fresh_text, fresh_state)
+        logits.append(out.logits)
+        values.append(out.value)
+        truncated = torch.nonzero(rollout.truncated[t]).flatten()
+        if truncated.numel():
+            with torch.no_grad():
+                final, _ = model.observe(
+                    memory.select(truncated).detach(), _at(rollout.next_obs, t, truncated)
+                )
+            bootstrap[t, truncated] = final.value
+    with torch.no_grad():
+        last, _ = model.observe(memory.detach(), rollout.last_obs, done[-1], done[-1])
+    value_tensor = torch.stack(values)
+    following = torch.cat([value_tensor[1:].detach(), last.value.unsqueeze(0)])
+    return ReplayedRollout(torch.stack(logits), value_tensor, torch.where(done, bootstrap, following))
+
+
+def generalized_advantages(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    done: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(lambda) advantages and returns over ``[T, N]`` tensors; ``next_values`` already handle episode ends."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] - values[t]
+        running = delta + gamma * lam * (~done[t]).to(rewards.dtype) * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+# -- one env with its policy, collector and DAgger writer ------------------------------------------
+
+
+class Runner:
+    """A training env driven half by the teacher, half by the learner, with its own memory."""
+
+    def __init__(
+        self,
+        env: NavVecEnv,
+        model: Follower,
+        config: LearnerConfig,
+        generator: torch.Generator,
+        writer: DaggerWriter | None,
+    ) -> None:
+        self.env = env
+        self.teacher_rows = torch.arange(env.num_envs, device=env.device) < config.teacher_envs
+        self.policy = FollowerPolicy(
+            model, env.num_envs, "sample", self.teacher_rows, config.teacher_prob, generator
+        )
+        self.writer = writer
+        self.collector = RolloutCollector(env, self.policy, self._sink, self.policy.on_episode_end)
+        self.actions: list[torch.Tensor] = []  # every batch of actions sent to the env, for exact resume
+        self.learner_outcomes: list[float] = []  # success of finished learner episodes since the last log
+
+    def _sink(self, t: Transition) -> None:
+        self.actions.append(t.action.to(device="cpu", dtype=torch.uint8))
+        if self.writer is not None:
+            self.writer(t)
+        finished = t.done & ~self.teacher_rows
+        if bool(finished.any()):
+            self.learner_outcomes.extend(t.info["success"][finished].float().tolist())
+
+    def start(self, seed: int) -> None:
+        self.collector.reset(seed=seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actions": torch.stack(self.actions)
+            if self.actions
+            else torch.zeros(0, self.env.num_envs, dtype=torch.uint8),
+            "policy": self.policy.state_dict(),
+            "writer": None if self.writer is None else self.writer.state_dict(),
+            "global_step": self.collector.global_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], seed: int) -> None:
+        """Replay the recorded actions from a fresh reset, then restore memory and buffers."""
+        self.collector.reset(seed=seed)
+        recorded = iter(state["actions"].to(self.env.device, dtype=torch.int64))
+        sink, policy, hook = self.collector.sink, self.collector.policy, self.collector.on_episode_end
+        self.collector.sink, self.collector.on_episode_end = None, None
+        self.collector.policy = lambda obs: next(recorded)
+        try:
+            for _ in range(len(state["actions"])):
+                self.collector.step()
+        finally:
+            self.collector.sink, self.collector.policy, self.collector.on_episode_end = sink, policy, hook
+        self.collector.pop_episodes()
+        if self.collector.global_step != state["global_step"]:
+            raise CheckpointError(
+                f"replayed {self.collector.global_step} env steps but the checkpoint is at {state['global_step']}"
+            )
+        self.actions = list(state["actions"])
+        self.policy.load_state_dict(state["policy"])
+        if self.writer is not None and state["writer"] is not None:
+            self.writer.load_state_dict(state["writer"])
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    iterations: int
+    best_score: float
+    best_iteration: int
+    last_scores: dict[str, float]
+    episodes_per_second: float
+    interrupted: bool = False
+
+
+class FinetuneTrainer:
+    """Owns one fine-tuning run: envs, follower, DAgger store, logger and checkpoints under ``run_dir``."""
+
+    def __init__(self, config: FinetuneConfig, run_dir: str | Path) -> None:
+        self.config = c = config
+        self.run_dir = Path(run_dir)
+        if not c.data_dir:
+            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
+        if c.torch_threads > 0:
+            torch.set_num_threads(c.torch_threads)
+        self.dist, device = init_distributed(resolve_device(c.device))
+        self.device = device
+        seed_everything(c.seed)
+        self.dataset = NavDataset(c.data_dir)
+        self.vocab = self.dataset.vocab()
+        dtype = getattr(torch, c.data.feature_dtype)
+        d = c.data
+        train_splits = [d.train_split] + ([d.augment_split] if d.augment_split else [])
+        episodes = {split: self.dataset.episodes(split) for split in train_splits}
+        scans = sorted({ep.scan for eps in episodes.values() for ep in eps})
+        self.featurizer = PathFeaturizer.from_dataset(
+            self.dataset, scans, d.features, device, d.angle_feature_size, dtype
+        )
+        self.model = Follower(
+            len(self.vocab), self.featurizer.visual_dim, d.angle_feature_size, c.model, self.vocab.pad_id
+        ).to(device)
+        self.init_info = self._load_init(c.init) if c.init else None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        # Same parameters on every process; episodes, action samples and dropout differ per process.
+        rank = self.dist.rank
+        seed_everything(c.seed + rank)
+        self.generator = torch.Generator(device=device).manual_seed(c.seed + rank)
+        self.store = TrajectoryStore(c.dagger.capacity, device=device) if c.dagger.enabled else None
+        num_envs = c.learn.teacher_envs + c.learn.learner_envs
+        self.runners = {
+            split: self._make_runner(split, num_envs, dtype, seed_offset=i)
+            for i, split in enumerate(train_splits)
+        }
+        self.eval_envs: dict[str, NavVecEnv] = {}
+        for split in d.eval_splits if self.dist.is_main else []:  # process 0 validates
+            eps = self.dataset.episodes(split)
+            subset = eps[: d.eval_max_episodes] if d.eval_max_episodes > 0 else None
+            self.eval_envs[split] = make_eval_env(
+                self.dataset, split, subset, c.eval_num_envs, d.features, d.angle_feature_size,
+                d.max_instruction_len, device, c.env.max_steps, dtype,
+            )  # fmt: skip
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", c.keep_checkpoints)
+        self.iteration = 0
+        self.best_score, self.best_iteration = -1.0, -1
+        self.last_scores: dict[str, float] = {}
+        self.episodes_done = 0
+        self.stop_requested = False
+        self._maps_note_shown = False
+
+    # -- construction helpers ---------------------------------------------------------------------
+    def _make_runner(self, split: str, num_envs: int, dtype: torch.dtype, seed_offset: int) -> Runner:
+        c = self.config
+        e = c.env
+        env = NavVecEnv(
+            self.dataset,
+            split,
+            num_envs,
+            features=c.data.features,
+            device=self.device,
+            max_steps=e.max_steps,
+            seed=c.seed + 1000 * seed_offset + 100_003 * self.dist.rank,
+            success_distance=e.success_distance,
+            success_bonus=e.success_bonus,
+            failure_penalty=e.failure_penalty,
+            move_reward=e.move_reward,
+            angle_feature_size=c.data.angle_feature_size,
+            max_instruction_len=c.data.max_instruction_len,
+            vocab=self.vocab,
+            feature_dtype=dtype,
+        )
+        writer = None
+        if self.store is not None and c.learn.learner_envs > 0:
+            learner_rows = torch.arange(num_envs, device=self.device) >= c.learn.teacher_envs
+            writer = DaggerWriter(self.store, env, self.featurizer, learner_rows)
+        runner = Runner(env, self.model, c.learn, self.generator, writer)
+        runner.start(env.seed)
+        return runner
+
+    def _load_init(self, source: str) -> dict[str, Any]:
+        """Copy a pretrained follower's parameters into the model after checking they fit."""
+        bundle = load_follower(source, self.device)
+        d, problems = self.config.data, []
+        if bundle.vocab != self.vocab:
+            problems.append("vocabulary differs from the dataset's vocab.txt")
+        for what, theirs, ours in (
+            ("data.features", bundle.features, d.features),
+            ("data.angle_feature_size", bundle.angle_feature_size, d.angle_feature_size),
+            ("visual feature size", bundle.model.visual_dim, self.featurizer.visual_dim),
+        ):
+            if theirs != ours:
+                problems.append(f"{what} is {theirs!r} there, {ours!r} here")
+        for name in ARCHITECTURE_FIELDS:
+            theirs, ours = getattr(bundle.model.config, name), getattr(self.config.model, name)
+            if theirs != ours:
+                problems.append(f"model.{name} is {theirs!r} there, {ours!r} here")
+        if problems:
+            raise CheckpointError(f"init={source!r} does not fit this run: " + "; ".join(problems))
+        restore_module(self.model, bundle.model.state_dict(), "follower", source)
+        return {"source": str(source), **bundle.info}
+
+    # -- one update -------------------------------------------------------------------------------
+    def _runner_for(self, iteration: int) -> Runner:
+        d = self.config.data
+        if d.augment_split and iteration % d.augment_every == d.augment_every - 1:
+            return self.runners[d.augment_split]
+        return self.runners[d.train_split]
+
+    def train_step(self) -> dict[str, float]:
+        c, learn = self.config, self.config.learn
+        runner = self._runner_for(self.iteration)
+        memory = runner.policy.memory
+        start_memory = None if memory is None else memory.detach()
+        start_fresh = runner.policy.fresh.clone()
+        self.model.eval()  # behaviour without dropout; the learner's pass below uses it
+        rollout = runner.collector.collect(learn.rollout_steps, keep=True)
+        self.episodes_done += len(runner.collector.pop_episodes())
+        self.model.train()
+        out = replay_rollout(self.model, rollout, start_memory, start_fresh)
+        steps, n, choices = out.logits.shape
+        teacher = rollout.extras["teacher_action"]
+        ce = F.cross_entropy(out.logits.reshape(-1, choices), teacher.reshape(-1), reduction="none").view(
+            steps, n
+        )
+        teacher_rows = runner.teacher_rows
+        learner_rows = ~teacher_rows
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        if bool(teacher_rows.any()) and learn.teacher_weight > 0:
+            parts["teacher_forcing"] = ce[:, teacher_rows].mean()
+            total = total + learn.teacher_weight * parts["teacher_forcing"]
+        if bool(learner_rows.any()):
+            if learn.student_weight > 0:
+                parts["student_forcing"] = ce[:, learner_rows].mean()
+                total = total + learn.student_weight * parts["student_forcing"]
+            if learn.rl_weight > 0:
+                rl = self._a2c(rollout, out, learner_rows)
+                parts.update(rl)
+                total = total + learn.rl_weight * (
+                    rl["policy"] + learn.value_weight * rl["value"] - learn.entropy_weight * rl["entropy"]
+                )
+        if (
+            self.store is not None
+            and len(self.store) >= max(c.dagger.min_episodes, 1)
+            and c.dagger.weight > 0
+        ):
+            parts["dagger"] = self._dagger_loss()
+            total = total + c.dagger.weight * parts["dagger"]
+        parts["loss"] = total
+        # Every process sees the same mean loss and stop flag, so they all stop at the same iteration.
+        shared = torch.stack([total.detach(), torch.tensor(float(self.stop_requested), device=self.device)])
+        value, stop = self.dist.all_reduce_mean(shared).tolist()
+        self.stop_requested = stop > 0
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"fine-tuning loss became {value} at iteration {self.iteration}; stopped without saving: "
+                f"the last good checkpoint in {self.checkpoints.directory} is kept"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        average_gradients(self.model, self.dist)
+        if c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.iteration += 1
+        metrics = {k: float(v.detach()) for k, v in parts.items()}
+        metrics["teacher_accuracy"] = float((out.logits.argmax(-1) == teacher).float().mean())
+        return metrics
+
+    def _a2c(self, rollout: Rollout, out: ReplayedRollout, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Advantage actor-critic on the learner rows; the policy term only where the learner acted."""
+        learn = self.config.learn
+        done = rollout.terminated | rollout.truncated
+        values = out.values.detach()
+        advantages, returns = generalized_advantages(
+            rollout.reward, values, out.next_values, done, learn.gamma, learn.gae_lambda
+        )
+        acted = (rollout.action == rollout.extras["learner_action"]) & rows
+        log_probs = out.logits.log_softmax(-1)
+        taken = log_probs.gather(-1, rollout.action.unsqueeze(-1)).squeeze(-1)
+        adv = advantages[acted]
+        if learn.normalize_advantages and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy = -(taken[acted] * adv).mean() if adv.numel() else taken.sum() * 0.0
+        value = 0.5 * (out.values - returns)[:, rows].pow(2).mean()
+        entropy = -(log_probs.exp() * log_probs).sum(-1)[:, rows].mean()
+        return {
+            "policy": policy,
+            "value": value,
+            "entropy": entropy,
+            "return": returns[:, rows].mean().detach(),
+        }
+
+    def _dagger_loss(self) -> torch.Tensor:
+        assert self.store is not None
+        batch = self.store.sample(min(self.config.dagger.batch_size, len(self.store)), self.generator)
+        tokens, token_mask, steps, labels = replay_inputs(self.featurizer, batch)
+        logits, _ = self.model.unroll(tokens, token_mask, steps.cand_feats, steps.cand_mask, steps.pano_feats)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self) -> FinetuneResult:
+        c = self.config
+        logger = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(c, self.run_dir / "config.yaml")
+            logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
+            if self.iteration == 0:
+                logger.text("config", "```\n" + to_yaml(c) + "```", 0)
+                if self.init_info is not None:
+                    logger.text("init", f"initialized from {self.init_info['source']}", 0)
+        main = self.dist.is_main
+        bar = (
+            progress(total=c.iterations, initial=self.iteration, desc="finetune", unit="it") if main else None
+        )
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        window = (time.perf_counter(), self.iteration, self._global_episodes())
+        started, start_episodes = time.perf_counter(), self._global_episodes()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        try:
+            while self.iteration < c.iterations and not self.stop_requested:
+                for key, value in self.train_step().items():
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+                if bar is not None:
+                    bar.update()
+                if self.iteration % c.log_every == 0:
+                    window = self._log_train(logger, sums, counts, window)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{self.last_scores.get('train/loss', float('nan')):.3f}")
+                    sums, counts = {}, {}
+                if c.eval_every > 0 and self.iteration % c.eval_every == 0:
+                    self.validate(logger)
+                if c.checkpoint_every > 0 and self.iteration % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if bar is not None:
+                bar.close()
+        rate = (self._global_episodes() - start_episodes) / max(time.perf_counter() - started, 1e-9)
+        if c.eval_every > 0 and not self.stop_requested and self.iteration % c.eval_every != 0:
+            self.validate(logger)
+        path = self.save_checkpoint()
+        if self.stop_requested and self.dist.is_main:
+            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
+        if logger is not None:
+            logger.close()
+        return FinetuneResult(
+            self.run_dir, self.iteration, self.best_score, self.best_iteration, dict(self.last_scores), rate,
+            interrupted=self.stop_requested,
+        )  # fmt: skip
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def close(self) -> None:
+        self.dist.close()
+
+    def _global_episodes(self) -> int:
+        """Episodes finished by every process (a collective: call it on all of them)."""
+        count = torch.tensor([float(self.episodes_done)], dtype=torch.float64, device=self.device)
+        return int(self.dist.all_reduce_sum(count).item())
+
+    def _log_train(
+        self,
+        logger: RunLogger | None,
+        sums: dict[str, float],
+        counts: dict[str, int],
+        window: tuple[float, int, int],
+    ) -> tuple[float, int, int]:
+        now = time.perf_counter()
+        episodes = self._global_episodes()
+        means = {f"train/{k}": v / counts[k] for k, v in sums.items()}
+        outcomes = [o for r in self.runners.values() for o in r.learner_outcomes]
+        for runner in self.runners.values():
+            runner.learner_outcomes.clear()
+        if outcomes:
+            means["train/learner_success_rate"] = sum(outcomes) / len(outcomes)
+        elapsed = max(now - window[0], 1e-9)
+        means["charts/episodes_per_second"] = (episodes - window[2]) / elapsed
+        means["charts/iterations_per_second"] = (self.iteration - window[1]) / elapsed
+        if self.store is not None:
+            means["charts/dagger_store_episodes"] = len(self.store)
+        if logger is not None:
+            logger.scalars(means, self.iteration)
+        self.last_scores.update(means)
+        return now, self.iteration, episodes
+
+    def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
+        """Greedy episodes on every evaluation split; writes ``best.pt`` when the selection metric improves.
+
+        Under ``torchrun`` process 0 validates while the others wait (call it on every process).
+        """
+        scores = self._validate_here(logger) if self.dist.is_main else {}
+        self.dist.barrier()
+        return scores
+
+    def _validate_here(self, logger: RunLogger | None) -> dict[str, float]:
+        c, scores = self.config, {}
+        evaluations: dict[str, Evaluation] = {}
+        for split, env in self.eval_envs.items():
+            evaluation = evaluate_follower(self.model, env)
+            evaluations[split] = evaluation
+            if evaluation.summary is not None:
+                scores.update({f"eval/{split}/{k}": evaluation.summary[k] for k in METRIC_KEYS})
+        self.last_scores.update(scores)
+        key = f"eval/{c.select_split}/{c.select_metric}"
+        if key in scores and scores[key] > self.best_score:
+            self.best_score, self.best_iteration = scores[key], self.iteration
+            self.bundle({"selected_by": key, "score": scores[key]}).save(self.run_dir / "best.pt")
+        if logger is not None:
+            logger.scalars(scores, self.iteration)
+            logger.scalar(f"eval/best_{c.select_split}_{c.select_metric}", self.best_score, self.iteration)
+            self._log_maps(logger, evaluations)
+            logger.flush()
+        return scores
+
+    def _log_maps(self, logger: RunLogger, evaluations: dict[str, Evaluation]) -> None:
+        if self.config.log_episodes <= 0:
+            return
+        try:
+            for evaluation in evaluations.values():
+                log_sample_episodes(
+                    logger,
+                    self.dataset,
+                    evaluation,
+                    self.iteration,
+                    self.config.log_episodes,
+                    self.config.seed,
+                    self.device,
+                )
+        except FileNotFoundError as exc:  # real R2R data has no house plans to draw
+            if not self._maps_note_shown:
+                print(f"note: no episode maps logged ({exc})", flush=True)
+                self._maps_note_shown = True
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def bundle(self, extra: dict[str, Any] | None = None) -> FollowerBundle:
+        d = self.config.data
+        info = {
+            "stage": "finetune",
+            "iteration": self.iteration,
+            "scores": {k: v for k, v in self.last_scores.items() if k.startswith("eval/")},
+            "config": to_dict(self.config),
+            **(extra or {}),
+        }
+        return FollowerBundle(
+            self.model, self.vocab, d.features, d.angle_feature_size, d.max_instruction_len, info
+        )
+
+    def _process_state(self) -> dict[str, Any]:
+        """What differs between processes: envs, memory, DAgger store, generators."""
+        return {
+            "episodes_done": self.episodes_done,
+            "runners": {split: runner.state_dict() for split, runner in self.runners.items()},
+            "store": None if self.store is None else self.store.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Process 0 writes one checkpoint holding every process's state; returns its path there."""
+        processes = self.dist.gather(self._process_state())
+        path = None
+        if self.dist.is_main:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration,
+                "processes": processes,
+                "best_score": self.best_score,
+                "best_iteration": self.best_iteration,
+                "last_scores": dict(self.last_scores),
+                "follower": self.bundle().state(),
+            }
+            path = self.checkpoints.save(state, self.iteration, to_dict(self.config))
+        self.dist.barrier()
+        return path
+
+    def restore(self, checkpoint: str | Path | None = None) -> None:
+        """Continue exactly from the newest (or given) checkpoint of this run."""
+        state = self.checkpoints.load(checkpoint, map_location=self.device)
+        source = str(checkpoint or self.checkpoints.latest())
+        check_config_matches(state["config"], to_dict(self.config), ARCHITECTURE_KEYS, source)
+        processes = state["processes"]
+        if len(processes) != self.dist.world_size:
+            raise CheckpointError(
+                f"{source} was written by {len(processes)} process(es); resume it with as many "
+                f"(this run has {self.dist.world_size})"
+            )
+        restore_module(self.model, state["model"], "follower", source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        mine = processes[self.dist.rank]
+        for split, runner in self.runners.items():
+            runner.load_state_dict(mine["runners"][split], runner.env.seed)
+        if self.store is not None and mine["store"] is not None:
+            self.store.load_state_dict(mine["store"])
+        self.iteration, self.episodes_done = int(state["iteration"]), int(mine["episodes_done"])
+        self.generator.set_state(mine["generator"])
+        set_rng_state(mine["rng"])
+        self.best_score, self.best_iteration = float(state["best_score"]), int(state["best_iteration"])
+        self.last_scores = dict(state["last_scores"])

@@ -1,0 +1,408 @@
+"""Pretraining loop, single-process or data-parallel (``torchrun``), readable top to bottom.
+
+Every iteration takes one *global* batch of ``batch_size`` triplets: the ``DistributedSampler``
+order of the epoch (seeded, identical on every rank) is cut into consecutive global batches, rank
+``r`` takes every ``W``-th triplet of each, and ``DistributedDataParallel`` averages the gradients.
+Losses are per-sample sums divided by the local batch size, so ``W`` processes make the same
+update as one process with the same global batch (tested). Only full global batches are used, so
+every epoch has ``len(data) // batch_size`` iterations whatever ``W`` is.
+
+Rank 0 logs to TensorBoard, evaluates (MLM and action accuracy on the evaluation splits) and writes
+checkpoints; every checkpoint holds the follower as a self-contained bundle (``"follower"`` key) for
+fine-tuning. Resume restores parameters, optimizer, schedule, iteration and every rank's RNG state.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+
+from agents.vln.distributed import init_distributed
+from agents.vln.follower import Follower, FollowerBundle, FollowerConfig
+from agents.vln.trajectories import PathFeaturizer
+from envs.nav.dataset import NavDataset
+from pretrain.datasets import MaskingConfig, TripletDataset, load_episode_sources
+from pretrain.objectives import ObjectiveConfig, PretrainModel
+from runtime.checkpoint import CheckpointManager, check_config_matches, restore_module
+from runtime.config import save_config, to_dict, to_yaml
+from runtime.device import resolve_device
+from runtime.logger import RunLogger
+from runtime.progress import progress
+from runtime.seeding import rng_state, seed_everything, set_rng_state
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class PretrainDataConfig:
+    """Where the triplets come from and how routes are featurized."""
+
+    features: str = "cnn"
+    angle_feature_size: int = 32
+    max_instruction_len: int = 80
+    # Split names of the dataset (R2R_<name>.json) or paths to R2R JSON files.
+    sources: list[str] = field(default_factory=lambda: ["train"])
+    # Used when present (e.g. the speaker's R2R_synthetic.json); a missing one is reported, not an error.
+    optional_sources: list[str] = field(default_factory=lambda: ["synthetic"])
+    eval_splits: list[str] = field(default_factory=lambda: ["val_seen", "val_unseen"])
+    eval_max_paths: int = 200  # per evaluation split; 0 = all
+    feature_dtype: Literal["float32", "float16"] = "float16"
+
+
+@dataclass
+class PretrainConfig:
+    """The typed schema of ``configs/vln_pretrain.yaml``."""
+
+    name: str | None = None
+    data_dir: str = ""
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = 0
+    runs_dir: str = "runs"
+    iterations: int = 3000
+    batch_size: int = 64  # global: split evenly over data-parallel ranks
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    grad_clip: float = 2.0
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    model: FollowerConfig = field(default_factory=FollowerConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model.max_instruction_len < self.data.max_instruction_len:
+            raise ValueError(
+                f"model.max_instruction_len ({self.model.max_instruction_len}) must be >= "
+                f"data.max_instruction_len ({self.data.max_instruction_len})"
+            )
+
+
+ARCHITECTURE_KEYS = [
+    "data.features",
+    "data.angle_feature_size",
+    "data.max_instruction_len",
+    "model.hidden_dim",
+    "model.num_heads",
+    "model.ffn_dim",
+    "model.text_layers",
+    "model.cross_layers",
+    "model.pano",
+    "model.max_instruction_len",
+    "objectives.mlm_layers",
+    "objectives.max_route_steps",
+]
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    iterations: int
+    last_metrics: dict[str, float]
+    samples_per_second: float
+    interrupted: bool = False
+
+
+class PretrainTrainer:
+    """Owns one pretraining run (one process of it under ``torchrun``)."""
+
+    def __init__(self, config: PretrainConfig, run_dir: str | Path) -> None:
+        self.config = c = config
+        self.run_dir = Path(run_dir)
+        if not c.data_dir:
+            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
+        if c.torch_threads > 0:
+            torch.set_num_threads(c.torch_threads)
+        self.dist, device = init_distributed(resolve_device(c.device))
+        self.device = device
+        if c.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size ({c.batch_size}) must be divisible by the number of processes ({self.dist.world_size})"
+            )
+        self.local_batch = c.batch_size // self.dist.world_size
+        seed_everything(c.seed)
+
+        self.dataset = NavDataset(c.data_dir)
+        self.vocab = self.dataset.vocab()
+        sources = load_episode_sources(self.dataset, c.data.sources)
+        self.skipped_sources = []
+        for source in c.data.optional_sources:
+            try:
+                sources.update(load_episode_sources(self.dataset, [source]))
+            except FileNotFoundError:
+                self.skipped_sources.append(source)
+        evals = {s: self.dataset.episodes(s) for s in c.data.eval_splits}
+        if c.data.eval_max_paths > 0:
+            evals = {s: eps[: c.data.eval_max_paths] for s, eps in evals.items()}
+        scans = sorted({ep.scan for eps in [*sources.values(), *evals.values()] for ep in eps})
+        self.featurizer = PathFeaturizer.from_dataset(
+            self.dataset,
+            scans,
+            c.data.features,
+            device,
+            c.data.angle_feature_size,
+            getattr(torch, c.data.feature_dtype),
+        )
+        self.source_sizes = {name: len(eps) for name, eps in sources.items()}
+        episodes = [ep for eps in sources.values() for ep in eps]
+        self.data = TripletDataset(
+            self.featurizer, episodes, self.vocab, c.data.max_instruction_len, c.masking, c.seed
+        )
+        self.eval_data = {
+            s: TripletDataset(
+                self.featurizer, eps, self.vocab, c.data.max_instruction_len, c.masking, c.seed + 1
+            )
+            for s, eps in evals.items()
+            if eps
+        }
+        self.steps_per_epoch = len(self.data) // c.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size {c.batch_size} exceeds the {len(self.data)} pretraining triplets")
+
+        follower = Follower(
+            len(self.vocab), self.featurizer.visual_dim, c.data.angle_feature_size, c.model, self.vocab.pad_id
+        )
+        self.model = PretrainModel(follower, c.objectives).to(device)
+        # Parameters are identical on every rank (same seed); dropout draws differ per rank.
+        seed_everything(c.seed + self.dist.rank)
+        self.ddp = (
+            DistributedDataParallel(
+                self.model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+            if self.dist.enabled
+            else None
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.sampler = DistributedSampler(
+            range(len(self.data)),
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=c.seed,
+        )
+        self._epoch_order: tuple[int, torch.Tensor] | None = None
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", c.keep_checkpoints)
+        self.iteration = 0
+        self.last_metrics: dict[str, float] = {}
+        self.stop_requested = False
+
+    @property
+    def follower(self) -> Follower:
+        return self.model.follower
+
+    def _lr_factor(self, step: int) -> float:
+        c = self.config
+        warm = min(1.0, (step + 1) / c.warmup) if c.warmup > 0 else 1.0
+        if c.lr_schedule == "linear":
+            return warm * max(0.0, 1.0 - step / c.iterations)
+        return warm
+
+    # -- data -------------------------------------------------------------------------------------
+    def local_indices(self, iteration: int) -> tuple[torch.Tensor, int]:
+        """This rank's triplet indices for ``iteration`` and the epoch they belong to."""
+        epoch, position = divmod(iteration, self.steps_per_epoch)
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch_order = (epoch, torch.tensor(list(iter(self.sampler)), dtype=torch.int64))
+        order = self._epoch_order[1]
+        start = position * self.local_batch
+        return order[start : start + self.local_batch], epoch
+
+    # -- one update -------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        indices, epoch = self.local_indices(self.iteration)
+        batch = self.data.batch(indices, epoch)
+        self.model.train()
+        out = (self.ddp or self.model)(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        stats = torch.stack([v.detach().float() for v in out.values()])
+        stop = torch.tensor([float(self.stop_requested)], device=stats.device)
+        stats = self.dist.all_reduce_mean(torch.cat([stats, stop]))
+        metrics = dict(zip(out.keys(), stats[:-1].tolist(), strict=True))
+        # Every rank sees the same reduced loss and stop flag, so they all stop at the same iteration.
+        self.stop_requested = bool(stats[-1] > 0)  # mean > 0: some process was asked to stop
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingDiverged(
+                f"pretraining loss became {metrics['loss']} at iteration {self.iteration}; stopped without "
+                f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        return metrics
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self) -> PretrainResult:
+        c, main = self.config, self.dist.is_main
+        logger = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(c, self.run_dir / "config.yaml")
+            logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
+            if self.iteration == 0:
+                logger.text("config", "```\n" + to_yaml(c) + "```", 0)
+                logger.text("data", self._data_summary(), 0)
+        bar = (
+            progress(total=c.iterations, initial=self.iteration, desc="pretrain", unit="it") if main else None
+        )
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        window = (time.perf_counter(), self.iteration)
+        sums: dict[str, float] = {}
+        started, start_iteration = time.perf_counter(), self.iteration
+        try:
+            while self.iteration < c.iterations and not self.stop_requested:
+                metrics = self.train_step()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if bar is not None:
+                    bar.update()
+                if self.iteration % c.log_every == 0:
+                    now = time.perf_counter()
+                    count = self.iteration - window[1]
+                    means = {k: v / count for k, v in sums.items()}
+                    self.last_metrics = means
+                    if logger is not None:
+                        logger.scalars({f"train/{k}": v for k, v in means.items()}, self.iteration)
+                        logger.scalars(
+                            {
+                                "charts/samples_per_second": count
+                                * c.batch_size
+                                / max(now - window[0], 1e-9),
+                                "charts/lr": self.scheduler.get_last_lr()[0],
+                            },
+                            self.iteration,
+                        )
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['loss']:.3f}")
+                    window, sums = (now, self.iteration), {}
+                if c.eval_every > 0 and self.iteration % c.eval_every == 0:
+                    self._evaluate_on_main(logger)
+                if self.iteration % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if bar is not None:
+                bar.close()
+        rate = (self.iteration - start_iteration) * c.batch_size / max(time.perf_counter() - started, 1e-9)
+        if c.eval_every > 0 and not self.stop_requested and self.iteration % c.eval_every != 0:
+            self._evaluate_on_main(logger)
+        path = self.save_checkpoint()
+        if self.stop_requested and main:
+            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
+        if logger is not None:
+            logger.close()
+        return PretrainResult(
+            self.run_dir, self.iteration, dict(self.last_metrics), rate, self.stop_requested
+        )
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def _data_summary(self) -> str:
+        lines = [f"- {name}: {count} paths" for name, count in self.source_sizes.items()]
+        lines.append(f"- {len(self.data)} triplets (instructions), {self.data.num_paths} paths")
+        lines += [f"- optional source {s!r} not found: not used" for s in self.skipped_sources]
+        return "\n".join(lines)
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def _evaluate_on_main(self, logger: RunLogger | None) -> None:
+        if self.dist.is_main:
+            scores = self.evaluate()
+            self.last_metrics.update(scores)
+            if logger is not None:
+                logger.scalars(scores, self.iteration)
+                logger.flush()
+        self.dist.barrier()
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 128) -> dict[str, float]:
+        """Masked-word and next-action accuracy (teacher-forced) on every evaluation split."""
+        self.model.eval()
+        scores: dict[str, float] = {}
+        for split, data in self.eval_data.items():
+            totals: dict[str, float] = {}
+            for start in range(0, len(data), batch_size):
+                index = torch.arange(start, min(start + batch_size, len(data)))
+                out = self.model(data.batch(index, epoch=0))
+                for key, value in out.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * len(index)
+            scores.update({f"eval/{split}/{k}": v / len(data) for k, v in totals.items()})
+        return scores
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def bundle(self) -> FollowerBundle:
+        d = self.config.data
+        info = {"stage": "pretrain", "iteration": self.iteration, "config": to_dict(self.config)}
+        return FollowerBundle(
+            self.follower, self.vocab, d.features, d.angle_feature_size, d.max_instruction_len, info
+        )
+
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes the checkpoint (with every rank's RNG state); returns its path there."""
+        states = self.dist.gather(rng_state())
+        path = None
+        if self.dist.is_main:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "iteration": self.iteration,
+                "rng": states,
+                "last_metrics": dict(self.last_metrics),
+                "follower": self.bundle().state(),
+            }
+            path = self.checkpoints.save(state, self.iteration, to_dict(self.config))
+        self.dist.barrier()
+        return path
+
+    def restore(self, checkpoint: str | Path | None = None) -> None:
+        """Continue from the newest (or given) checkpoint of this run, on every rank."""
+        state = self.checkpoints.load(checkpoint, map_location=self.device)
+        source = str(checkpoint or self.checkpoints.latest())
+        check_config_matches(
+            state["config"], to_dict(self.config), [*ARCHITECTURE_KEYS, "batch_size"], source
+        )
+        restore_module(self.model, state["model"], "pretraining model", source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration = int(state["iteration"])
+        self.last_metrics = dict(state["last_metrics"])
+        states = state["rng"]
+        if len(states) == self.dist.world_size:
+            set_rng_state(states[self.dist.rank])
+        else:  # a different number of processes: dropout draws cannot continue exactly
+            seed_everything(self.config.seed + self.dist.rank + self.iteration)
+            if self.dist.is_main:
+                print(
+                    f"note: {source} was written by {len(states)} processes, this run has "
+                    f"{self.dist.world_size}: parameters and data order continue exactly, dropout draws do not",
+                    flush=True,
+                )
+
+    def close(self) -> None:
+        self.dist.close()

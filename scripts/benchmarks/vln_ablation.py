@@ -1,0 +1,364 @@
+"""vln-ablation: does PREVALENT-style pretraining on speaker-synthesized data pay off in unseen houses?
+
+Same fine-tuning budget (``configs/vln_finetune.yaml``), ``seeds`` fine-tuning seeds per condition:
+
+- (a) ``scratch``: fine-tuned from scratch on the human ``train`` split;
+- (b) ``augment``: from scratch on human + synthetic episodes (EnvDrop-style augmentation);
+- (c) ``pretrained``: pretrained (MLM + action prediction) on human + synthetic triplets, then
+  fine-tuned on human ``train``.
+
+Every best follower (``best.pt``, chosen by val_unseen SPL) is evaluated greedily on the full
+val_seen and val_unseen splits. Reported: SR/SPL/nDTW mean and std over seeds, the val_unseen SR gain
+of (c) over (a) (target: +5 points), and throughput: pretraining samples/s and fine-tuning
+episodes/s in one process and with ``torchrun --nproc_per_node 2`` (same global batch / envs per
+process), each multi-process figure against the single-process one of the same run.
+
+Stages that already produced their output in ``work`` (world, features, speaker, synthetic split,
+pretraining, fine-tuning runs) are reused, so an interrupted benchmark picks up where it stopped.
+
+Options (``key=value``): ``data`` (dataset directory; default ``data/nav/benchmark``, built with
+``features=cnn`` when missing), ``work`` (runs directory, default ``runs/vln-ablation``), ``seeds``
+(``0,1``), ``features``, ``threads`` (torch threads per run), and stage overrides prefixed with
+``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
+``synth.new_houses=20``). ``--quick`` runs the whole pipeline on the ``tiny`` preset with random
+features and tiny budgets: a smoke test of the machinery, not a measurement of the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.vln.evaluate import evaluate_follower, make_eval_env
+from agents.vln.finetune import FinetuneConfig, FinetuneTrainer
+from agents.vln.follower import load_follower
+from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
+from envs.nav.build import build_world, make_config
+from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
+from envs.nav.features import build_features
+from pretrain.synthesis import SynthesisConfig, synthesize
+from pretrain.trainer import PretrainConfig, PretrainTrainer
+from runtime.bench import Figure, report
+from runtime.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "vln-ablation"
+CONDITIONS = {
+    "a_scratch": "(a) scratch, human",
+    "b_augment": "(b) scratch, human + synthetic aug.",
+    "c_pretrained": "(c) pretrained, then human",
+}
+SPLITS = ("val_seen", "val_unseen")
+METRICS = ("sr", "spl", "ndtw")
+SR_GAIN_TARGET = 5.0  # points of val_unseen SR, (c) over (a)
+
+# --quick: every stage tiny (the whole benchmark in well under a minute of compute).
+QUICK_MODEL = [
+    "model.hidden_dim=32", "model.num_heads=2", "model.ffn_dim=64", "model.text_layers=1",
+    "model.cross_layers=1", "data.angle_feature_size=8",
+]  # fmt: skip
+QUICK = {
+    "speaker": ["iterations=3", "batch_size=8", "eval_every=3", "checkpoint_every=3", "eval_max_paths=8",
+                "model.embed_dim=16", "model.hidden_dim=16", "data.angle_feature_size=8"],
+    "synth": ["paths=40", "batch_size=64"],
+    "pretrain": ["iterations=4", "batch_size=8", "eval_every=0", "checkpoint_every=4", "log_every=2", *QUICK_MODEL],
+    "finetune": ["iterations=3", "eval_every=3", "checkpoint_every=3", "log_every=1", "log_episodes=0",
+                 "learn.teacher_envs=3", "learn.learner_envs=3", "learn.rollout_steps=5", "dagger.min_episodes=2",
+                 "dagger.batch_size=4", "eval_num_envs=32", *QUICK_MODEL],
+}  # fmt: skip
+
+
+@dataclass
+class Plan:
+    """Where everything goes and what each stage runs with."""
+
+    data: Path
+    work: Path
+    seeds: list[int]
+    features: str
+    quick: bool
+    threads: int
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    def stage(self, name: str, *extra: str) -> list[str]:
+        """Config overrides of one stage: location, device, --quick budgets, user overrides, ``extra``."""
+        base = ["device=cpu"] + ([f"torch_threads={self.threads}"] if self.threads > 0 else [])
+        if name != "synth":  # synthesis takes the dataset as an argument and the speaker's features
+            base += [f"data_dir={self.data}", f"runs_dir={self.work}", f"data.features={self.features}"]
+        return [*base, *(QUICK[name] if self.quick else []), *self.overrides.get(name, []), *extra]
+
+
+def make_plan(quick: bool, options: dict[str, str]) -> Plan:
+    known = {"data", "work", "seeds", "features", "threads"}
+    overrides: dict[str, list[str]] = {}
+    for key, value in options.items():
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix in QUICK:
+            overrides.setdefault(prefix, []).append(f"{rest}={value}")
+        elif key not in known:
+            raise SystemExit(
+                f"vln-ablation: unknown option {key!r} (known: {sorted(known)} and speaker./synth./pretrain./finetune. overrides)"
+            )
+    work = Path(options.get("work", "runs/vln-ablation" + ("-quick" if quick else "")))
+    data = Path(options.get("data", str(work / "world" if quick else Path("data/nav/benchmark"))))
+    seeds = [int(s) for s in options.get("seeds", "0,1").split(",") if s.strip()]
+    if len(seeds) < 1:
+        raise SystemExit("vln-ablation: seeds=<comma-separated list> needs at least one seed")
+    features = options.get("features", "random" if quick else "cnn")
+    return Plan(data, work, seeds, features, quick, int(options.get("threads", "0")), overrides)
+
+
+# -- stages -----------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[vln-ablation] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_world(plan: Plan) -> None:
+    """Build the dataset (``tiny`` for --quick, ``benchmark`` otherwise) and its features when missing."""
+    if not (plan.data / "summary.json").is_file() and not (plan.data / "R2R_train.json").is_file():
+        preset = "tiny" if plan.quick else "benchmark"
+        log(f"building the {preset} world in {plan.data}")
+        build_world(make_config(preset), plan.data, show_progress=not plan.quick)
+    dataset = NavDataset(plan.data)
+    try:
+        dataset.feature_path(plan.features)
+        return
+    except FileNotFoundError:
+        pass
+    if plan.features == "random":  # --quick: features that cost nothing (they carry no visual meaning)
+        rng = np.random.default_rng(0)
+        write_features_hdf5(
+            plan.data / "features" / "random.hdf5",
+            {
+                feature_key(scan, vp): rng.standard_normal((36, 16)).astype(np.float32)
+                for scan in dataset.scans
+                for vp in dataset.graph(scan).viewpoints
+            },
+        )
+    else:
+        log(f"rendering the world and building '{plan.features}' features")
+        build_features(plan.data, plan.features)
+
+
+def ensure_synthetic(plan: Plan) -> None:
+    """Train the speaker and synthesize ``R2R_synthetic.json`` unless the dataset already has it."""
+    if (plan.data / "R2R_synthetic.json").is_file():
+        return
+    speaker_dir = plan.work / "speaker"
+    if not (speaker_dir / "best.pt").is_file():
+        log("training the speaker")
+        config = load_config(
+            SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", plan.stage("speaker", "name=speaker")
+        )
+        SpeakerTrainer(config, speaker_dir).train()
+    log("synthesizing instructions")
+    config = load_config(SynthesisConfig, ROOT / "configs" / "vln_synthesize.yaml", plan.stage("synth"))
+    synthesize(plan.data, speaker_dir, config, show_progress=not plan.quick)
+
+
+def _finished(run_dir: Path, iterations: int) -> bool:
+    return (run_dir / "checkpoints" / f"ckpt_{iterations:012d}.pt").is_file()
+
+
+def pretrain(plan: Plan) -> tuple[Path, float]:
+    """The pretrained follower of condition (c) and its samples/s (NaN when reused)."""
+    config = load_config(
+        PretrainConfig,
+        ROOT / "configs" / "vln_pretrain.yaml",
+        plan.stage("pretrain", "name=pretrain", "data.sources=[train]", "data.optional_sources=[synthetic]"),
+    )
+    run_dir = plan.work / "pretrain"
+    if _finished(run_dir, config.iterations):
+        return run_dir, float("nan")
+    log("pretraining on human + synthetic triplets")
+    trainer = PretrainTrainer(config, run_dir)
+    if trainer.checkpoints.latest() is not None:
+        trainer.restore()
+    if trainer.skipped_sources:
+        raise FileNotFoundError(
+            f"no synthetic data for pretraining: {trainer.skipped_sources} missing in {plan.data}"
+        )
+    result = trainer.train()
+    return run_dir, result.samples_per_second
+
+
+def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> tuple[Path, float]:
+    """One fine-tuning run; returns its directory and episodes/s (NaN when reused)."""
+    extra = [f"name={condition}-s{seed}", f"seed={seed}"]
+    if condition == "b_augment":
+        extra.append("data.augment_split=synthetic")
+    if init is not None:
+        extra.append(f"init={init}")
+    config = load_config(
+        FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", plan.stage("finetune", *extra)
+    )
+    run_dir = plan.work / f"{condition}-s{seed}"
+    if _finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
+        return run_dir, float("nan")
+    log(f"fine-tuning {condition} seed {seed}")
+    trainer = FinetuneTrainer(config, run_dir)
+    if trainer.checkpoints.latest() is not None:
+        trainer.restore()
+    result = trainer.train()
+    return run_dir, result.episodes_per_second
+
+
+def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
+    """Greedy full-split evaluation of a run's ``best.pt`` (cached in ``<run>/ablation_eval.json``)."""
+    cache = run_dir / "ablation_eval.json"
+    best = run_dir / "best.pt"
+    if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
+        return json.loads(cache.read_text())
+    bundle = load_follower(best)
+    dataset = NavDataset(plan.data)
+    scores = {}
+    for split in SPLITS:
+        env = make_eval_env(
+            dataset,
+            split,
+            None,
+            64,
+            bundle.features,
+            bundle.angle_feature_size,
+            bundle.max_instruction_len,
+            "cpu",
+        )
+        scores[split] = evaluate_follower(bundle.model, env).summary
+    cache.write_text(json.dumps(scores, indent=1))
+    return scores
+
+
+# -- throughput -------------------------------------------------------------------------------------
+
+
+def _torchrun(script: str, args: list[str], processes: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*command, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun {script} failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def _rate(stdout: str, unit: str) -> float:
+    """The ``<number> <unit>`` figure the training scripts print at the end."""
+    found = re.findall(rf"([0-9.]+) {re.escape(unit)}", stdout)
+    if not found:
+        raise RuntimeError(f"no '{unit}' figure in the output:\n{stdout[-2000:]}")
+    return float(found[-1])
+
+
+def throughput(plan: Plan) -> list[Figure]:
+    """Samples/s (pretraining) and episodes/s (fine-tuning): one process vs ``torchrun`` with two.
+
+    Both use one torch thread per process, the same global batch (pretraining) and the same envs per
+    process (fine-tuning); the single-process run is this process, the other is launched by torchrun.
+    """
+    iterations = 4 if plan.quick else 40
+    common = ["eval_every=0", f"checkpoint_every={iterations}", f"iterations={iterations}", "torch_threads=1"]
+    stages = {
+        "pretrain": (PretrainConfig, PretrainTrainer, "pretrain_vln.py", "vln_pretrain.yaml", "samples/s",
+                     "pretraining samples/s", ["data.sources=[train]"]),
+        "finetune": (FinetuneConfig, FinetuneTrainer, "finetune_vln.py", "vln_finetune.yaml", "episodes/s",
+                     "fine-tuning episodes/s", []),
+    }  # fmt: skip
+    figures = []
+    threads = torch.get_num_threads()
+    for stage, (schema, trainer_class, script, config_file, unit, what, extra) in stages.items():
+        overrides = plan.stage(stage, *common, *extra)
+        single = plan.work / f"throughput-{stage}-1p"
+        shutil.rmtree(single, ignore_errors=True)
+        config = load_config(schema, ROOT / "configs" / config_file, [*overrides, f"name={single.name}"])
+        trainer = trainer_class(config, single)
+        try:
+            result = trainer.train()
+        finally:
+            trainer.close()
+            torch.set_num_threads(threads)
+        one = result.samples_per_second if stage == "pretrain" else result.episodes_per_second
+        shutil.rmtree(plan.work / f"throughput-{stage}-2p", ignore_errors=True)
+        args = ["--config", str(ROOT / "configs" / config_file), *overrides, f"name=throughput-{stage}-2p"]
+        two = _rate(_torchrun(script, args, 2).stdout, unit)
+        figures.append(Figure(NAME, f"{what}, 1 process", one, unit))
+        figures.append(
+            Figure(NAME, f"{what}, torchrun 2 processes", two, unit, reference=f"{what}, 1 process",
+                   reference_value=one, target=1.3)
+        )  # fmt: skip
+    return figures
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+
+def _summary(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run(quick: bool, options: dict[str, str]) -> list[Figure]:
+    plan = make_plan(quick, options)
+    started = time.perf_counter()
+    if plan.threads > 0:
+        torch.set_num_threads(plan.threads)
+    plan.work.mkdir(parents=True, exist_ok=True)
+    ensure_world(plan)
+    ensure_synthetic(plan)
+    log(f"data ready after {time.perf_counter() - started:.0f} s")
+    pretrained, _ = pretrain(plan)
+    results: dict[str, list[dict[str, dict[str, float]]]] = {c: [] for c in CONDITIONS}
+    for condition in CONDITIONS:
+        for seed in plan.seeds:
+            init = pretrained if condition == "c_pretrained" else None
+            run_dir, _ = finetune(plan, condition, seed, init)
+            results[condition].append(evaluate(plan, run_dir))
+
+    figures: list[Figure] = []
+    table = [f"{'condition':<38}" + "".join(f"{s + ' ' + m.upper():>18}" for s in SPLITS for m in METRICS)]
+    means: dict[tuple[str, str, str], float] = {}
+    for condition, label in CONDITIONS.items():
+        cells = []
+        for split in SPLITS:
+            for metric in METRICS:
+                mean, std = _summary([100 * r[split][metric] for r in results[condition]])
+                means[(condition, split, metric)] = mean
+                cells.append(f"{mean:7.2f} ± {std:5.2f}".rjust(18))
+                reference = None if condition == "a_scratch" else CONDITIONS["a_scratch"]
+                ref_value = None if condition == "a_scratch" else means[("a_scratch", split, metric)]
+                figures.append(
+                    Figure(NAME, f"{label}: {split} {metric.upper()} mean", mean, "%", reference, ref_value)
+                )
+                figures.append(Figure(NAME, f"{label}: {split} {metric.upper()} std", std, "% (over seeds)"))
+        table.append(f"{label:<38}" + "".join(cells))
+    gain = means[("c_pretrained", "val_unseen", "sr")] - means[("a_scratch", "val_unseen", "sr")]
+    figures.append(
+        Figure(NAME, "val_unseen SR gain (c) - (a)", gain, "SR points", reference="(a) scratch, human: no gain",
+               reference_value=0.0, target=SR_GAIN_TARGET, target_on="value")
+    )  # fmt: skip
+    log(f"conditions done after {time.perf_counter() - started:.0f} s")
+    figures.extend(throughput(plan))
+    print(
+        f"\nvln-ablation on {plan.data} ({len(plan.seeds)} seeds; features '{plan.features}'; work dir {plan.work})"
+    )
+    print("\n".join(table))
+    report(figures, f"vln-ablation{' (quick: tiny world, random features - a smoke test)' if quick else ''}")
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return figures
