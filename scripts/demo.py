@@ -62,71 +62,65 @@ def _stage(title: str, script: str, *args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], check=True)
 
 
+# Demo-sized budgets per stage (the configs hold the full-size defaults).
+SPEAKER_BUDGET = ["iterations=200", "eval_every=100", "checkpoint_every=100"]
+PRETRAIN_BUDGET = [
+    "iterations=50",
+    "batch_size=16",
+    "eval_every=50",
+    "checkpoint_every=50",
+    "data.eval_max_paths=50",
+]
+FINETUNE_BUDGET = [
+    "iterations=30",
+    "eval_every=30",
+    "checkpoint_every=30",
+    "data.eval_max_episodes=100",
+    "log_episodes=1",
+]
+
+
 def run_navigation(data: Path, runs_dir: Path) -> list[Path]:
     """The PREVALENT recipe end to end on the small preset, with demo-sized budgets."""
     data_args = ["--data", str(data)]
     runs = [f"runs_dir={runs_dir}"]
+    configs = ROOT / "configs"
     _stage("world + view features", "build_nav_world.py", "--preset", "small", "--out", str(data))
+    speaker_config = ["--config", str(configs / "vln_speaker.yaml")]
     _stage(
         "speaker",
         "train_speaker.py",
-        "--config",
-        str(ROOT / "configs" / "vln_speaker.yaml"),
+        *speaker_config,
         *data_args,
         "name=demo-speaker",
-        "iterations=300",
-        "eval_every=150",
-        "checkpoint_every=150",
+        *SPEAKER_BUDGET,
         *runs,
     )
-    _stage(
-        "synthesis",
-        "synthesize.py",
-        *data_args,
-        "--speaker",
-        str(runs_dir / "demo-speaker"),
-        "--paths",
-        "500",
-        "--overwrite",
-    )
+    speaker = ["--speaker", str(runs_dir / "demo-speaker")]
+    _stage("synthesis", "synthesize.py", *data_args, *speaker, "--paths", "500", "--overwrite")
+    pretrain_config = ["--config", str(configs / "vln_pretrain.yaml")]
     _stage(
         "pretraining",
         "pretrain_vln.py",
-        "--config",
-        str(ROOT / "configs" / "vln_pretrain.yaml"),
+        *pretrain_config,
         *data_args,
         "name=demo-pretrain",
-        "iterations=200",
-        "eval_every=100",
-        "checkpoint_every=100",
+        *PRETRAIN_BUDGET,
         *runs,
     )
+    finetune_config = ["--config", str(configs / "vln_finetune.yaml"), f"init={runs_dir / 'demo-pretrain'}"]
     _stage(
         "fine-tuning",
         "finetune_vln.py",
-        "--config",
-        str(ROOT / "configs" / "vln_finetune.yaml"),
+        *finetune_config,
         *data_args,
         "name=demo-finetune",
-        f"init={runs_dir / 'demo-pretrain'}",
-        "iterations=100",
-        "eval_every=50",
-        "checkpoint_every=50",
+        *FINETUNE_BUDGET,
         *runs,
     )
-    _stage(
-        "evaluation",
-        "evaluate_vln.py",
-        "--checkpoint",
-        str(runs_dir / "demo-finetune"),
-        *data_args,
-        "--split",
-        "val_unseen",
-        "--out-dir",
-        str(runs_dir / "demo-eval"),
-        "--log-dir",
-        str(runs_dir / "demo-eval"),
-    )
+    eval_dirs = ["--out-dir", str(runs_dir / "demo-eval"), "--log-dir", str(runs_dir / "demo-eval")]
+    checkpoint = ["--checkpoint", str(runs_dir / "demo-finetune")]
+    _stage("evaluation", "evaluate_vln.py", *checkpoint, *data_args, "--split", "val_unseen", *eval_dirs)
     return [runs_dir / name for name in ("demo-speaker", "demo-pretrain", "demo-finetune", "demo-eval")]
 
 
