@@ -203,10 +203,15 @@ def register_protocol_env(
     )
 
 
+NAV_ID = "Lodestar/Nav-v0"
+
+
 def register() -> None:
     """Register every Lodestar gymnasium id (idempotent)."""
     # The gymnasium faces hand out numpy arrays, so the emulator output stays on the host.
     register_protocol_env(ATARI_ID, "envs.atari:AtariVecEnv", {"device": "cpu"})
+    # gymnasium.make("Lodestar/Nav-v0", dataset="data/nav/small", split="train", features="cnn")
+    register_protocol_env(NAV_ID, "envs.nav.simulator:NavVecEnv", {"device": "cpu"})
 
 
 register()
