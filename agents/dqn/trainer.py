@@ -110,7 +110,8 @@ class DQNTrainer:
         self.collector = RolloutCollector(self.env, self._policy, sink=self._store)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_checkpoints)
         self.updates_owed = 0.0
-        self.actions_taken: list[torch.Tensor] = []
+        # One byte per env per step (Atari has at most 18 actions): 10M steps cost 10 MB, not 10M tensors.
+        self.actions_taken = bytearray()
         self.last_eval_mean: float | None = None
         self.last_eval_step = -1
         self.episode_returns: list[float] = []
@@ -124,7 +125,7 @@ class DQNTrainer:
         step = self.collector.global_step
         epsilon = 1.0 if step < self.config.replay.learning_starts else self.agent.epsilon(step)
         action = self.agent.act(obs, epsilon, self.generator)
-        self.actions_taken.append(action.to(device="cpu", dtype=torch.uint8))
+        self.actions_taken += action.to(device="cpu", dtype=torch.uint8).numpy().tobytes()
         return action
 
     def _store(self, t: Transition) -> None:
@@ -283,9 +284,11 @@ class DQNTrainer:
             "agent": self.agent.state_dict(),
             "global_step": self.collector.global_step,
             "updates_owed": self.updates_owed,
-            "actions": torch.stack(self.actions_taken)
+            "actions": torch.frombuffer(self.actions_taken, dtype=torch.uint8)
+            .clone()
+            .view(-1, self.env.num_envs)
             if self.actions_taken
-            else torch.zeros(0, dtype=torch.uint8),
+            else torch.zeros((0, self.env.num_envs), dtype=torch.uint8),
             "rng": rng_state(),
             "generator": self.generator.get_state(),
             "episode_returns": list(self.episode_returns),
@@ -338,4 +341,4 @@ class DQNTrainer:
         finally:
             self.collector.sink, self.collector.policy = sink, policy
         self.collector.pop_episodes()
-        self.actions_taken = list(actions)
+        self.actions_taken = bytearray(actions.to(dtype=torch.uint8).contiguous().numpy().tobytes())
