@@ -70,7 +70,7 @@ class SynthesisConfig:
     chunk_size: int = 4096  # paths per resumable chunk
     path_id_offset: int = 10_000_000
     features: str | None = None  # default: the features the speaker was trained on
-    feature_dtype: Literal["float32", "float16"] = "float16"
+    feature_dtype: Literal["float32", "float16"] = "float32"
     device: str = "auto"
     torch_threads: int = 0
 

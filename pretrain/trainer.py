@@ -237,19 +237,20 @@ class PretrainTrainer:
         out = (self.ddp or self.model)(batch)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         stats = torch.stack([v.detach().float() for v in out.values()])
         stop = torch.tensor([float(self.stop_requested)], device=stats.device)
         stats = self.dist.all_reduce_mean(torch.cat([stats, stop]))
         metrics = dict(zip(out.keys(), stats[:-1].tolist(), strict=True))
         # Every rank sees the same reduced loss and stop flag, so they all stop at the same iteration.
         self.stop_requested = bool(stats[-1] > 0)  # mean > 0: some process was asked to stop
-        if not math.isfinite(metrics["loss"]):
-            raise TrainingDiverged(
-                f"pretraining loss became {metrics['loss']} at iteration {self.iteration}; stopped without "
-                f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
-            )
+        for what in ("loss", "grad_norm"):
+            if not math.isfinite(metrics[what]):
+                raise TrainingDiverged(
+                    f"pretraining {what} became {metrics[what]} at iteration {self.iteration}; stopped without "
+                    f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
+                )
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1

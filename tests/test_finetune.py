@@ -12,7 +12,7 @@ import torch
 
 from agents.rollout import RolloutCollector
 from agents.vln.dagger import DaggerWriter, replay_inputs
-from agents.vln.finetune import FinetuneConfig, FinetuneTrainer, generalized_advantages
+from agents.vln.finetune import FinetuneConfig, FinetuneTrainer, TrainingDiverged, generalized_advantages
 from agents.vln.follower import Follower, FollowerBundle, FollowerConfig, FollowerPolicy
 from agents.vln.trajectories import PathFeaturizer
 from envs.nav.dataset import NavDataset
@@ -232,3 +232,26 @@ def test_finetune_under_torchrun_runs_and_resumes(data_dir, tmp_path):
     assert "resumed" in resumed.stdout and "fine-tuned 3 iterations" in resumed.stdout
     single = _run_script("--resume", str(tmp_path / "ddp"), "iterations=4")
     assert single.returncode == 2 and "written by 2 process(es)" in single.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    trainer = FinetuneTrainer(_config(data_dir, tmp_path, "iterations=4"), tmp_path / "nan")
+    trainer.train_step()
+    good = trainer.save_checkpoint()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    nan = torch.tensor(float("nan"))
+    trainer._a2c = lambda *args: {"policy": nan, "value": nan * 0, "entropy": nan * 0, "return": nan * 0}
+    with pytest.raises(TrainingDiverged, match="the last good checkpoint"):
+        trainer.train_step()
+    assert trainer.checkpoints.latest() == good
+    for key, value in trainer.model.state_dict().items():  # no update was applied
+        assert torch.equal(value, before[key]), key
+
+
+def test_interrupt_writes_a_checkpoint(data_dir, tmp_path):
+    trainer = FinetuneTrainer(_config(data_dir, tmp_path, "iterations=4"), tmp_path / "stop")
+    trainer.train_step()
+    trainer._request_stop(2, None)  # what Ctrl-C does
+    result = trainer.train()
+    assert result.interrupted and result.iterations == 1
+    assert trainer.checkpoints.latest().name == "ckpt_000000000001.pt"

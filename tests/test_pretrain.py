@@ -24,7 +24,7 @@ from pretrain.datasets import (
     sample_uniforms,
 )
 from pretrain.objectives import ObjectiveConfig, PretrainModel, per_sample_cross_entropy
-from pretrain.trainer import PretrainConfig, PretrainTrainer
+from pretrain.trainer import PretrainConfig, PretrainTrainer, TrainingDiverged
 from runtime.checkpoint import CheckpointManager
 from runtime.config import load_config
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
@@ -221,3 +221,14 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(data_dir
         torch.testing.assert_close(b["model"][key], value, atol=1e-5, rtol=1e-5, msg=key)
     moved = max(float((a["model"][k] - initial[k]).abs().max()) for k in initial)
     assert moved > 1e-4  # the runs did train
+
+
+def test_pretraining_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    trainer = PretrainTrainer(_config(data_dir, tmp_path, "iterations=4", "name=nan"), tmp_path / "nan")
+    trainer.train_step()
+    good = trainer.save_checkpoint()
+    with torch.no_grad():
+        trainer.follower.word_embedding.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="the last good checkpoint"):
+        trainer.train_step()
+    assert trainer.checkpoints.latest() == good

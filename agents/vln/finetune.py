@@ -485,8 +485,14 @@ class FinetuneTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         average_gradients(self.model, self.dist)
-        if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf
+        )
+        if not math.isfinite(float(norm)):
+            raise TrainingDiverged(
+                f"fine-tuning gradients became {float(norm)} at iteration {self.iteration}; stopped without "
+                f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
+            )
         self.optimizer.step()
         self.iteration += 1
         metrics = {k: float(v.detach()) for k, v in parts.items()}

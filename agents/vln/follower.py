@@ -470,6 +470,8 @@ class FollowerPolicy:
             out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh)
         self.fresh = torch.zeros_like(self.fresh)
         logits = out.logits
+        if not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError("the follower produced non-finite action logits (diverged parameters?)")
         if self.mode == "greedy":
             learner = logits.argmax(-1)
         else:

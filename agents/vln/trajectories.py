@@ -98,9 +98,13 @@ class PathFeaturizer:
             )
         self.visual_dim = int(table.shape[-1])
         self.angle_feature_size = angle_feature_size
-        # One row per (viewpoint, view) plus a zero row that STOP and padding read.
-        flat = table.reshape(-1, self.visual_dim).to(feature_dtype)
-        self._table = torch.cat([flat, flat.new_zeros(1, self.visual_dim)]).to(self.device)
+        # One row per (viewpoint, view) plus a zero row that STOP and padding read; the angle
+        # columns are reserved (zero) so that a step's features come out of a single gather.
+        self._table = torch.zeros(
+            table.shape[0] * NUM_VIEWS + 1, self.visual_dim + angle_feature_size, dtype=feature_dtype
+        )
+        self._table[:-1, : self.visual_dim] = table.reshape(-1, self.visual_dim)
+        self._table = self._table.to(self.device)
         self._zero_row = self._table.shape[0] - 1
         self._view_heading = torch.tensor(VIEW_HEADINGS, dtype=torch.float32, device=self.device)
         self._view_elevation = torch.tensor(VIEW_ELEVATIONS, dtype=torch.float32, device=self.device)
@@ -188,17 +192,18 @@ class PathFeaturizer:
         action_angles = angle_features(
             edge_heading - headings, w.edge_elevation[vps, safe_slot], self.angle_feature_size
         )
-        action_feats = torch.cat(
-            [self._gather(rows), action_angles * moving[..., None].to(action_angles.dtype)], dim=-1
-        )
+        action_feats = self._gather(rows)
+        action_feats[..., self.visual_dim :] = action_angles * moving[..., None]
 
         pano = None
         if with_pano:
-            view_rows = vps[..., None] * NUM_VIEWS + self._views
+            view_rows = torch.where(
+                step_mask[..., None], vps[..., None] * NUM_VIEWS + self._views, self._zero_row
+            )
             rel = self._view_heading - headings[..., None]
             pano_angles = angle_features(rel, self._view_elevation.expand_as(rel), self.angle_feature_size)
-            pano = torch.cat([self._gather(view_rows), pano_angles], dim=-1)
-            pano = pano * step_mask[..., None, None].to(pano.dtype)
+            pano = self._gather(view_rows)
+            pano[..., self.visual_dim :] = pano_angles * step_mask[..., None, None]
         return TrajectoryFeatures(
             action_feats=action_feats,
             pano_feats=pano,
@@ -210,7 +215,8 @@ class PathFeaturizer:
         )
 
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
-        out = self._table.index_select(0, rows.reshape(-1)).view(*rows.shape, self.visual_dim)
+        """Float32 ``[*rows.shape, D + A]`` table rows (angle columns still zero), a fresh tensor."""
+        out = self._table.index_select(0, rows.reshape(-1)).view(*rows.shape, self._table.shape[1])
         return out.to(torch.float32)
 
 

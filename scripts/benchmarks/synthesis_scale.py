@@ -23,6 +23,7 @@ Options: ``data=<dir>`` (default ``data/nav/benchmark``), ``features=cnn``, ``sp
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -99,7 +100,7 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
             bundle.features,
             "cpu",
             bundle.angle_feature_size,
-            torch.float16,
+            getattr(torch, SynthesisConfig().feature_dtype),  # as synthesis stores them
         )
         routes = InstructionSet.build(pool, featurizer, bundle.vocab, bundle.max_instruction_len).paths
         few = routes.select(torch.arange(min(reference_paths, len(pool))))
@@ -125,6 +126,8 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
         human = split_file(root, "train").stat().st_size / sum(len(ep.instructions) for ep in episodes)
         for path in (split_file(root, SPLIT), *store_files(root, SPLIT)):
             path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder stays when it holds other stores
+            store_files(root, SPLIT)[0].parent.rmdir()
     made = result.paths * decodes
     scale = target_count / made
     scaled = "" if made >= target_count else f" (extrapolated from {made:,})"
