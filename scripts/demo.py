@@ -108,13 +108,14 @@ def run_navigation(data: Path, runs_dir: Path) -> list[Path]:
         *PRETRAIN_BUDGET,
         *runs,
     )
-    finetune_config = ["--config", str(configs / "vln_finetune.yaml"), f"init={runs_dir / 'demo-pretrain'}"]
+    finetune_config = ["--config", str(configs / "vln_finetune.yaml")]
     _stage(
         "fine-tuning",
         "finetune_vln.py",
         *finetune_config,
         *data_args,
         "name=demo-finetune",
+        f"init={runs_dir / 'demo-pretrain'}",
         *FINETUNE_BUDGET,
         *runs,
     )
