@@ -42,6 +42,8 @@ def run_dqn(steps: int, game: str, runs_dir: Path) -> Path:
         "agent.n_step=3",
         f"eval.every_steps={steps}",
         "eval.episodes=2",
+        # an untrained agent may never press FIRE in Breakout: cap demo evaluation episodes at 5,000 steps
+        "eval.max_episode_frames=20000",
         "eval.video_max_steps=500",
         f"checkpoint_every_steps={steps}",
         "save_replay=false",
