@@ -387,6 +387,18 @@ def test_episode_list_split_and_trajectory_format(dataset: NavDataset) -> None:
         make_env(dataset, "train").trajectories()
 
 
+def test_rows_without_an_episode_from_reset_stay_idle(dataset: NavDataset) -> None:
+    episodes = dataset.episodes("val_seen")[:1]
+    count = len(episodes[0].instructions)
+    env = NavVecEnv(dataset, episodes, count + 2, features="random", device="cpu", sequential=True)
+    env.reset()
+    assert env.active.tolist() == [True] * count + [False, False]
+    stop = torch.full((env.num_envs,), env.world.max_degree)
+    _, _, terminated, truncated, info = env.step(stop)  # validates actions: idle rows must not count
+    assert terminated.tolist() == [True] * count + [False, False] and not truncated.any()
+    assert sorted(r["instr_id"] for r in env.trajectories()) == sorted(env.instruction_ids)
+
+
 def test_world_builder_tiny_preset(tmp_path: Path) -> None:
     build = pytest.importorskip("envs.nav.build", reason="world generator not available yet")
     root = tmp_path / "tiny"

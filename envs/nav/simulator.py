@@ -558,6 +558,9 @@ class NavVecEnv(VecEnv):
         self._return.zero_()
         self.active.fill_(True)
         self._has_idle = False
+        # Rows that get no episode stay idle in the state they hold; give every row a valid one
+        # first so the idle column they look up is a real viewpoint's, not the zeroed table's.
+        self._state.copy_(self._ep_state[:, :1].expand_as(self._state))
         self._start(torch.arange(self.num_envs, device=self.device))
         self._needs_reset = False
         return self._observe()
