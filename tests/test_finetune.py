@@ -150,6 +150,12 @@ def test_init_from_a_pretrained_follower_checks_that_it_fits(data_dir, dataset, 
         _config(data_dir, tmp_path, "iterations=1", f"init={tmp_path / 'pretrained.pt'}"), tmp_path / "w"
     )
     assert torch.equal(warm.model.stop_embedding, torch.full_like(warm.model.stop_embedding, 0.25))
+    validated = []
+    validate = warm.validate
+    warm.validate = lambda logger=None: validated.append(warm.iteration) or validate(logger)
+    warm.config.eval_every = 1
+    warm.train()
+    assert validated == [0, 1]  # the pretrained follower itself competes for best.pt
     with pytest.raises(CheckpointError, match="model.hidden_dim is 32 there, 48 here"):
         FinetuneTrainer(
             _config(data_dir, tmp_path, f"init={tmp_path / 'pretrained.pt'}", "model.hidden_dim=48"),
@@ -255,3 +261,27 @@ def test_interrupt_writes_a_checkpoint(data_dir, tmp_path):
     result = trainer.train()
     assert result.interrupted and result.iterations == 1
     assert trainer.checkpoints.latest().name == "ckpt_000000000001.pt"
+
+
+@pytest.mark.parametrize(
+    ("truncation", "expected"), [("stop", (3.25 + 2.5) / 2), ("bootstrap", (2.017 + 1.13) / 2)]
+)
+def test_truncated_episodes_are_scored_where_they_end(data_dir, tmp_path, truncation, expected):
+    from agents.rollout import Rollout
+    from agents.vln.finetune import ReplayedRollout
+
+    overrides = ("iterations=1", "learn.gamma=0.9", "learn.gae_lambda=1.0", f"learn.truncation={truncation}")
+    trainer = FinetuneTrainer(_config(data_dir, tmp_path, *overrides), tmp_path / truncation)
+    rollout = Rollout(
+        obs={},
+        action=torch.zeros(2, 1, dtype=torch.long),
+        reward=torch.tensor([[1.0], [0.5]]),
+        terminated=torch.tensor([[False], [False]]),
+        truncated=torch.tensor([[False], [True]]),
+        next_obs={"distance": torch.tensor([[5.0], [1.0]])},  # ends 1 m from the goal: a success
+        extras={"learner_action": torch.zeros(2, 1, dtype=torch.long)},
+        last_obs={},
+    )
+    out = ReplayedRollout(torch.zeros(2, 1, 3), torch.tensor([[0.2], [0.3]]), torch.tensor([[0.3], [0.7]]))
+    parts = trainer._a2c(rollout, out, torch.tensor([True]))
+    assert float(parts["return"]) == pytest.approx(expected)

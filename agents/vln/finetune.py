@@ -107,6 +107,10 @@ class LearnerConfig:
     gamma: float = 0.9
     gae_lambda: float = 0.95
     normalize_advantages: bool = True
+    # An episode cut at max_steps is scored where it ends (as the R2R metrics do): "stop" gives it the
+    # STOP reward there and ends the return; "bootstrap" continues it with the critic's value, which
+    # lets the policy avoid the failure penalty by never stopping.
+    truncation: Literal["stop", "bootstrap"] = "stop"
 
     def __post_init__(self) -> None:
         if self.teacher_envs < 0 or self.learner_envs < 0 or self.teacher_envs + self.learner_envs < 1:
@@ -501,11 +505,17 @@ class FinetuneTrainer:
 
     def _a2c(self, rollout: Rollout, out: ReplayedRollout, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Advantage actor-critic on the learner rows; the policy term only where the learner acted."""
-        learn = self.config.learn
+        learn, e = self.config.learn, self.config.env
         done = rollout.terminated | rollout.truncated
         values = out.values.detach()
+        rewards, next_values = rollout.reward, out.next_values
+        if learn.truncation == "stop":
+            reached = rollout.next_obs["distance"] < e.success_distance
+            stop_reward = torch.where(reached, e.success_bonus, -e.failure_penalty).to(rewards.dtype)
+            rewards = torch.where(rollout.truncated, rewards + stop_reward, rewards)
+            next_values = torch.where(rollout.truncated, torch.zeros_like(next_values), next_values)
         advantages, returns = generalized_advantages(
-            rollout.reward, values, out.next_values, done, learn.gamma, learn.gae_lambda
+            rewards, values, next_values, done, learn.gamma, learn.gae_lambda
         )
         acted = (rollout.action == rollout.extras["learner_action"]) & rows
         log_probs = out.logits.log_softmax(-1)
@@ -547,6 +557,9 @@ class FinetuneTrainer:
             progress(total=c.iterations, initial=self.iteration, desc="finetune", unit="it") if main else None
         )
         handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if self.iteration == 0 and self.init_info is not None and c.eval_every > 0:
+            # The pretrained follower itself competes for best.pt: fine-tuning must beat it to replace it.
+            self.validate(logger)
         window = (time.perf_counter(), self.iteration, self._global_episodes())
         started, start_episodes = time.perf_counter(), self._global_episodes()
         sums: dict[str, float] = {}

@@ -20,8 +20,10 @@ Options (``key=value``): ``data`` (dataset directory; default ``data/nav/benchma
 ``features=cnn`` when missing), ``work`` (runs directory, default ``runs/vln-ablation``), ``seeds``
 (``0,1``), ``features``, ``threads`` (torch threads per run), and stage overrides prefixed with
 ``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
-``synth.new_houses=20``). ``--quick`` runs the whole pipeline on the ``tiny`` preset with random
-features and tiny budgets: a smoke test of the machinery, not a measurement of the recipe.
+``synth.new_houses=20``; by default synthesis labels 30,000 paths, in the train houses and 30 new
+ones, when the dataset has no ``R2R_synthetic.json`` yet). ``--quick`` runs the whole pipeline on
+the ``tiny`` preset with random features and tiny budgets: a smoke test of the machinery, not a
+measurement of the recipe.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ SPLITS = ("val_seen", "val_unseen")
 METRICS = ("sr", "spl", "ndtw")
 SR_GAIN_TARGET = 5.0  # points of val_unseen SR, (c) over (a)
 
+# Full run: more speaker-labelled paths than human ones, partly in fresh houses (more environments is
+# what scaled ScaleVLN); used only when the dataset has no R2R_synthetic.json yet.
+FULL = {"synth": ["paths=30000", "new_houses=30"]}
 # --quick: every stage tiny (the whole benchmark in well under a minute of compute).
 QUICK_MODEL = [
     "model.hidden_dim=32", "model.num_heads=2", "model.ffn_dim=64", "model.text_layers=1",
@@ -96,7 +101,8 @@ class Plan:
         base = ["device=cpu"] + ([f"torch_threads={self.threads}"] if self.threads > 0 else [])
         if name != "synth":  # synthesis takes the dataset as an argument and the speaker's features
             base += [f"data_dir={self.data}", f"runs_dir={self.work}", f"data.features={self.features}"]
-        return [*base, *(QUICK[name] if self.quick else []), *self.overrides.get(name, []), *extra]
+        budget = QUICK.get(name, []) if self.quick else FULL.get(name, [])
+        return [*base, *budget, *self.overrides.get(name, []), *extra]
 
 
 def make_plan(quick: bool, options: dict[str, str]) -> Plan:
