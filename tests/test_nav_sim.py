@@ -394,7 +394,7 @@ def test_rows_without_an_episode_from_reset_stay_idle(dataset: NavDataset) -> No
     env.reset()
     assert env.active.tolist() == [True] * count + [False, False]
     stop = torch.full((env.num_envs,), env.world.max_degree)
-    _, _, terminated, truncated, info = env.step(stop)  # validates actions: idle rows must not count
+    _, _, terminated, truncated, _ = env.step(stop)  # validates actions: idle rows must not count
     assert terminated.tolist() == [True] * count + [False, False] and not truncated.any()
     assert sorted(r["instr_id"] for r in env.trajectories()) == sorted(env.instruction_ids)
 
