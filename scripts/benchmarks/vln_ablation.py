@@ -18,7 +18,9 @@ pretraining, fine-tuning runs) are reused, so an interrupted benchmark picks up 
 
 Options (``key=value``): ``data`` (dataset directory; default ``data/nav/benchmark``, built with
 ``features=cnn`` when missing), ``work`` (runs directory, default ``runs/vln-ablation``), ``seeds``
-(``0,1``), ``features``, ``threads`` (torch threads per run), and stage overrides prefixed with
+(``0,1``), ``features``, ``threads`` (torch threads per run), ``parallel`` (fine-tuning runs side by
+side, default 2, each in its own process with one torch thread unless ``threads`` says otherwise,
+logging to ``<work>/<condition>-s<seed>.log``), and stage overrides prefixed with
 ``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
 ``synth.new_houses=20``; by default synthesis labels 30,000 paths, in the train houses and 30 new
 ones, when the dataset has no ``R2R_synthetic.json`` yet). ``--quick`` runs the whole pipeline on
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +97,7 @@ class Plan:
     features: str
     quick: bool
     threads: int
+    parallel: int  # fine-tuning runs at a time
     overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def stage(self, name: str, *extra: str) -> list[str]:
@@ -106,7 +110,7 @@ class Plan:
 
 
 def make_plan(quick: bool, options: dict[str, str]) -> Plan:
-    known = {"data", "work", "seeds", "features", "threads"}
+    known = {"data", "work", "seeds", "features", "threads", "parallel"}
     overrides: dict[str, list[str]] = {}
     for key, value in options.items():
         prefix, dot, rest = key.partition(".")
@@ -122,7 +126,11 @@ def make_plan(quick: bool, options: dict[str, str]) -> Plan:
     if len(seeds) < 1:
         raise SystemExit("vln-ablation: seeds=<comma-separated list> needs at least one seed")
     features = options.get("features", "random" if quick else "cnn")
-    return Plan(data, work, seeds, features, quick, int(options.get("threads", "0")), overrides)
+    parallel = int(options.get("parallel", "2"))
+    if parallel < 1:
+        raise SystemExit("vln-ablation: parallel must be >= 1")
+    threads = int(options.get("threads", "0"))
+    return Plan(data, work, seeds, features, quick, threads, parallel, overrides)
 
 
 # -- stages -----------------------------------------------------------------------------------------
@@ -201,25 +209,42 @@ def pretrain(plan: Plan) -> tuple[Path, float]:
     return run_dir, result.samples_per_second
 
 
-def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> tuple[Path, float]:
-    """One fine-tuning run; returns its directory and episodes/s (NaN when reused)."""
-    extra = [f"name={condition}-s{seed}", f"seed={seed}"]
+def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
+    """One fine-tuning run in its own process (``scripts/finetune_vln.py``); returns its directory.
+
+    Its output goes to ``<work>/<condition>-s<seed>.log``; a run stopped midway is resumed.
+    """
+    name = f"{condition}-s{seed}"
+    extra = [f"name={name}", f"seed={seed}"]
+    if plan.parallel > 1 and plan.threads == 0:
+        extra.append("torch_threads=1")  # runs side by side: one core each beats sharing two
     if condition == "b_augment":
         extra.append("data.augment_split=synthetic")
     if init is not None:
         extra.append(f"init={init}")
-    config = load_config(
-        FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", plan.stage("finetune", *extra)
-    )
-    run_dir = plan.work / f"{condition}-s{seed}"
+    overrides = plan.stage("finetune", *extra)
+    config = load_config(FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", overrides)
+    run_dir = plan.work / name
     if _finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
-        return run_dir, float("nan")
-    log(f"fine-tuning {condition} seed {seed}")
-    trainer = FinetuneTrainer(config, run_dir)
-    if trainer.checkpoints.latest() is not None:
-        trainer.restore()
-    result = trainer.train()
-    return run_dir, result.episodes_per_second
+        return run_dir
+    log(f"fine-tuning {condition} seed {seed} (log: {plan.work / name}.log)")
+    script = str(ROOT / "scripts" / "finetune_vln.py")
+    if (run_dir / "checkpoints").is_dir():
+        command = [sys.executable, script, "--resume", str(run_dir)]
+    else:
+        command = [
+            sys.executable,
+            script,
+            "--config",
+            str(ROOT / "configs" / "vln_finetune.yaml"),
+            *overrides,
+        ]
+    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
+    with (plan.work / f"{name}.log").open("a") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"fine-tuning {name} failed (exit {done.returncode}): see {plan.work / name}.log")
+    return run_dir
 
 
 def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
@@ -330,12 +355,14 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     ensure_synthetic(plan)
     log(f"data ready after {time.perf_counter() - started:.0f} s")
     pretrained, _ = pretrain(plan)
+    jobs = [(condition, seed) for condition in CONDITIONS for seed in plan.seeds]
+    with ThreadPoolExecutor(max_workers=plan.parallel) as pool:
+        run_dirs = list(
+            pool.map(lambda job: finetune(plan, *job, pretrained if job[0] == "c_pretrained" else None), jobs)
+        )
     results: dict[str, list[dict[str, dict[str, float]]]] = {c: [] for c in CONDITIONS}
-    for condition in CONDITIONS:
-        for seed in plan.seeds:
-            init = pretrained if condition == "c_pretrained" else None
-            run_dir, _ = finetune(plan, condition, seed, init)
-            results[condition].append(evaluate(plan, run_dir))
+    for (condition, _), run_dir in zip(jobs, run_dirs, strict=True):
+        results[condition].append(evaluate(plan, run_dir))
 
     figures: list[Figure] = []
     table = [f"{'condition':<38}" + "".join(f"{s + ' ' + m.upper():>18}" for s in SPLITS for m in METRICS)]
