@@ -10,16 +10,16 @@ every epoch has ``len(data) // batch_size`` iterations whatever ``W`` is.
 Rank 0 logs to TensorBoard, evaluates (MLM and action accuracy on the evaluation splits) and writes
 checkpoints; every checkpoint holds the follower as a self-contained bundle (``"follower"`` key) for
 fine-tuning. Resume restores parameters, optimizer, schedule, iteration and every rank's RNG state.
+The loop around the update (periodic log, evaluation and checkpoint; Ctrl-C) is the one every
+trainer shares, :class:`runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -31,16 +31,12 @@ from agents.vln.trajectories import PathFeaturizer
 from envs.nav.dataset import NavDataset
 from pretrain.datasets import MaskingConfig, TripletDataset, load_episode_sources
 from pretrain.objectives import ObjectiveConfig, PretrainModel
-from runtime.checkpoint import CheckpointManager, check_config_matches, restore_module
-from runtime.config import save_config, to_dict, to_yaml
-from runtime.device import resolve_device
+from runtime.checkpoint import restore_module
+from runtime.config import to_dict
 from runtime.logger import RunLogger
-from runtime.progress import progress
 from runtime.seeding import rng_state, seed_everything, set_rng_state
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+from runtime.training import IterationTrainer, RunResult, Span
+from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass
@@ -112,33 +108,27 @@ ARCHITECTURE_KEYS = [
 ]
 
 
-@dataclass
-class PretrainResult:
-    run_dir: Path
-    iterations: int
+@dataclass(kw_only=True)
+class PretrainResult(RunResult):
     last_metrics: dict[str, float]
     samples_per_second: float
-    interrupted: bool = False
 
 
-class PretrainTrainer:
+class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
     """Owns one pretraining run (one process of it under ``torchrun``)."""
 
+    progress_label = "pretrain"
+
     def __init__(self, config: PretrainConfig, run_dir: str | Path) -> None:
-        self.config = c = config
-        self.run_dir = Path(run_dir)
-        if not c.data_dir:
-            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
-        if c.torch_threads > 0:
-            torch.set_num_threads(c.torch_threads)
-        self.dist, device = init_distributed(resolve_device(c.device))
+        super().__init__(config, run_dir)
+        c = config
+        self.dist, device = init_distributed(self.device)
         self.device = device
         if c.batch_size % self.dist.world_size:
             raise ValueError(
                 f"batch_size ({c.batch_size}) must be divisible by the number of processes ({self.dist.world_size})"
             )
         self.local_batch = c.batch_size // self.dist.world_size
-        seed_everything(c.seed)
 
         self.dataset = NavDataset(c.data_dir)
         self.vocab = self.dataset.vocab()
@@ -202,10 +192,7 @@ class PretrainTrainer:
             seed=c.seed,
         )
         self._epoch_order: tuple[int, torch.Tensor] | None = None
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", c.keep_checkpoints)
-        self.iteration = 0
         self.last_metrics: dict[str, float] = {}
-        self.stop_requested = False
 
     @property
     def follower(self) -> Follower:
@@ -246,83 +233,43 @@ class PretrainTrainer:
         # Every rank sees the same reduced loss and stop flag, so they all stop at the same iteration.
         self.stop_requested = bool(stats[-1] > 0)  # mean > 0: some process was asked to stop
         for what in ("loss", "grad_norm"):
-            if not math.isfinite(metrics[what]):
-                raise TrainingDiverged(
-                    f"pretraining {what} became {metrics[what]} at iteration {self.iteration}; stopped without "
-                    f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
-                )
+            self.check_finite(f"pretraining {what}", metrics[what])
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
         return metrics
 
-    # -- the loop ---------------------------------------------------------------------------------
-    def train(self) -> PretrainResult:
-        c, main = self.config, self.dist.is_main
-        logger = None
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(c, self.run_dir / "config.yaml")
-            logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
-            if self.iteration == 0:
-                logger.text("config", "```\n" + to_yaml(c) + "```", 0)
-                logger.text("data", self._data_summary(), 0)
-        bar = (
-            progress(total=c.iterations, initial=self.iteration, desc="pretrain", unit="it") if main else None
-        )
-        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        window = (time.perf_counter(), self.iteration)
-        sums: dict[str, float] = {}
-        started, start_iteration = time.perf_counter(), self.iteration
-        try:
-            while self.iteration < c.iterations and not self.stop_requested:
-                metrics = self.train_step()
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if bar is not None:
-                    bar.update()
-                if self.iteration % c.log_every == 0:
-                    now = time.perf_counter()
-                    count = self.iteration - window[1]
-                    means = {k: v / count for k, v in sums.items()}
-                    self.last_metrics = means
-                    if logger is not None:
-                        logger.scalars({f"train/{k}": v for k, v in means.items()}, self.iteration)
-                        logger.scalars(
-                            {
-                                "charts/samples_per_second": count
-                                * c.batch_size
-                                / max(now - window[0], 1e-9),
-                                "charts/lr": self.scheduler.get_last_lr()[0],
-                            },
-                            self.iteration,
-                        )
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{means['loss']:.3f}")
-                    window, sums = (now, self.iteration), {}
-                if c.eval_every > 0 and self.iteration % c.eval_every == 0:
-                    self._evaluate_on_main(logger)
-                if self.iteration % c.checkpoint_every == 0:
-                    self.save_checkpoint()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            if bar is not None:
-                bar.close()
-        rate = (self.iteration - start_iteration) * c.batch_size / max(time.perf_counter() - started, 1e-9)
-        if c.eval_every > 0 and not self.stop_requested and self.iteration % c.eval_every != 0:
-            self._evaluate_on_main(logger)
-        path = self.save_checkpoint()
-        if self.stop_requested and main:
-            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
-        if logger is not None:
-            logger.close()
-        return PretrainResult(
-            self.run_dir, self.iteration, dict(self.last_metrics), rate, self.stop_requested
-        )
+    # -- what the shared loop calls (runtime.training) ---------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
+    def run_notes(self) -> dict[str, str]:
+        return {"data": self._data_summary()}
+
+    def log_progress(self, logger: RunLogger | None, span: Span) -> None:
+        self.last_metrics = dict(span.means)
+        if logger is not None:
+            logger.scalars({f"train/{k}": v for k, v in span.means.items()}, self.iteration)
+            logger.scalars(
+                {
+                    "charts/samples_per_second": span.per_second(span.iterations * self.config.batch_size),
+                    "charts/lr": self.scheduler.get_last_lr()[0],
+                },
+                self.iteration,
+            )
+
+    def scheduled_evaluation(self, logger: RunLogger | None) -> None:
+        self._evaluate_on_main(logger)
+
+    def make_result(self, loop: Span) -> PretrainResult:
+        return PretrainResult(
+            run_dir=self.run_dir,
+            iterations=self.iteration,
+            last_metrics=dict(self.last_metrics),
+            samples_per_second=loop.per_second(loop.iterations * self.config.batch_size),
+            interrupted=self.stop_requested,
+        )
 
     def _data_summary(self) -> str:
         lines = [f"- {name}: {count} paths" for name, count in self.source_sizes.items()]
@@ -383,11 +330,7 @@ class PretrainTrainer:
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Continue from the newest (or given) checkpoint of this run, on every rank."""
-        state = self.checkpoints.load(checkpoint, map_location=self.device)
-        source = str(checkpoint or self.checkpoints.latest())
-        check_config_matches(
-            state["config"], to_dict(self.config), [*ARCHITECTURE_KEYS, "batch_size"], source
-        )
+        state, source = self.load_checkpoint(checkpoint, [*ARCHITECTURE_KEYS, "batch_size"], self.device)
         restore_module(self.model, state["model"], "pretraining model", source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -26,14 +26,14 @@ evaluation splits every ``eval_every`` iterations; ``best.pt`` keeps the followe
 
 Resuming is exact on CPU: the checkpoint holds the actions sent to each env, which a resumed run
 replays after re-seeding, plus the follower memory of the running episodes, the DAgger store and
-writer buffers, optimizer, counters and RNG states.
+writer buffers, optimizer, counters and RNG states. The loop around the update (periodic log,
+validation and checkpoint; Ctrl-C) is the one every trainer shares,
+:class:`runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
 
 import math
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,16 +59,12 @@ from envs.nav.dataset import NavDataset
 from envs.nav.metrics import METRIC_KEYS
 from envs.nav.simulator import NavVecEnv
 from replay.trajectory import TrajectoryStore
-from runtime.checkpoint import CheckpointError, CheckpointManager, check_config_matches, restore_module
-from runtime.config import save_config, to_dict, to_yaml
-from runtime.device import resolve_device
+from runtime.checkpoint import CheckpointError, restore_module
+from runtime.config import to_dict
 from runtime.logger import RunLogger
-from runtime.progress import progress
 from runtime.seeding import rng_state, seed_everything, set_rng_state
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+from runtime.training import IterationTrainer, RunResult, Span
+from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass
@@ -313,30 +309,24 @@ class Runner:
             self.writer.load_state_dict(state["writer"])
 
 
-@dataclass
-class FinetuneResult:
-    run_dir: Path
-    iterations: int
+@dataclass(kw_only=True)
+class FinetuneResult(RunResult):
     best_score: float
     best_iteration: int
     last_scores: dict[str, float]
     episodes_per_second: float
-    interrupted: bool = False
 
 
-class FinetuneTrainer:
+class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
     """Owns one fine-tuning run: envs, follower, DAgger store, logger and checkpoints under ``run_dir``."""
 
+    progress_label = "finetune"
+
     def __init__(self, config: FinetuneConfig, run_dir: str | Path) -> None:
-        self.config = c = config
-        self.run_dir = Path(run_dir)
-        if not c.data_dir:
-            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
-        if c.torch_threads > 0:
-            torch.set_num_threads(c.torch_threads)
-        self.dist, device = init_distributed(resolve_device(c.device))
+        super().__init__(config, run_dir)
+        c = config
+        self.dist, device = init_distributed(self.device)
         self.device = device
-        seed_everything(c.seed)
         self.dataset = NavDataset(c.data_dir)
         self.vocab = self.dataset.vocab()
         dtype = getattr(torch, c.data.feature_dtype)
@@ -370,12 +360,11 @@ class FinetuneTrainer:
                 self.dataset, split, subset, c.eval_num_envs, d.features, d.angle_feature_size,
                 d.max_instruction_len, device, c.env.max_steps, dtype,
             )  # fmt: skip
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", c.keep_checkpoints)
-        self.iteration = 0
         self.best_score, self.best_iteration = -1.0, -1
         self.last_scores: dict[str, float] = {}
         self.episodes_done = 0
-        self.stop_requested = False
+        # Episodes finished by every process when the loop started and at the last log (throughput).
+        self._loop_start_episodes = self._window_episodes = 0
         self._maps_note_shown = False
 
     # -- construction helpers ---------------------------------------------------------------------
@@ -481,22 +470,14 @@ class FinetuneTrainer:
         shared = torch.stack([total.detach(), torch.tensor(float(self.stop_requested), device=self.device)])
         value, stop = self.dist.all_reduce_mean(shared).tolist()
         self.stop_requested = stop > 0
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"fine-tuning loss became {value} at iteration {self.iteration}; stopped without saving: "
-                f"the last good checkpoint in {self.checkpoints.directory} is kept"
-            )
+        self.check_finite("fine-tuning loss", value)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         average_gradients(self.model, self.dist)
         norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf
         )
-        if not math.isfinite(float(norm)):
-            raise TrainingDiverged(
-                f"fine-tuning gradients became {float(norm)} at iteration {self.iteration}; stopped without "
-                f"saving: the last good checkpoint in {self.checkpoints.directory} is kept"
-            )
+        self.check_finite("fine-tuning gradients", float(norm))
         self.optimizer.step()
         self.iteration += 1
         metrics = {k: float(v.detach()) for k, v in parts.items()}
@@ -540,66 +521,50 @@ class FinetuneTrainer:
         logits, _ = self.model.unroll(tokens, token_mask, steps.cand_feats, steps.cand_mask, steps.pano_feats)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
-    # -- the loop ---------------------------------------------------------------------------------
-    def train(self) -> FinetuneResult:
-        c = self.config
-        logger = None
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(c, self.run_dir / "config.yaml")
-            logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
-            if self.iteration == 0:
-                logger.text("config", "```\n" + to_yaml(c) + "```", 0)
-                if self.init_info is not None:
-                    logger.text("init", f"initialized from {self.init_info['source']}", 0)
-        main = self.dist.is_main
-        bar = (
-            progress(total=c.iterations, initial=self.iteration, desc="finetune", unit="it") if main else None
-        )
-        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if self.iteration == 0 and self.init_info is not None and c.eval_every > 0:
+    # -- what the shared loop calls (runtime.training) ---------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def run_notes(self) -> dict[str, str]:
+        return {} if self.init_info is None else {"init": f"initialized from {self.init_info['source']}"}
+
+    def before_loop(self, logger: RunLogger | None) -> None:
+        if self.iteration == 0 and self.init_info is not None and self.config.eval_every > 0:
             # The pretrained follower itself competes for best.pt: fine-tuning must beat it to replace it.
             self.validate(logger)
-        window = (time.perf_counter(), self.iteration, self._global_episodes())
-        started, start_episodes = time.perf_counter(), self._global_episodes()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        try:
-            while self.iteration < c.iterations and not self.stop_requested:
-                for key, value in self.train_step().items():
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + 1
-                if bar is not None:
-                    bar.update()
-                if self.iteration % c.log_every == 0:
-                    window = self._log_train(logger, sums, counts, window)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{self.last_scores.get('train/loss', float('nan')):.3f}")
-                    sums, counts = {}, {}
-                if c.eval_every > 0 and self.iteration % c.eval_every == 0:
-                    self.validate(logger)
-                if c.checkpoint_every > 0 and self.iteration % c.checkpoint_every == 0:
-                    self.save_checkpoint()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            if bar is not None:
-                bar.close()
-        rate = (self._global_episodes() - start_episodes) / max(time.perf_counter() - started, 1e-9)
-        if c.eval_every > 0 and not self.stop_requested and self.iteration % c.eval_every != 0:
-            self.validate(logger)
-        path = self.save_checkpoint()
-        if self.stop_requested and self.dist.is_main:
-            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
-        if logger is not None:
-            logger.close()
-        return FinetuneResult(
-            self.run_dir, self.iteration, self.best_score, self.best_iteration, dict(self.last_scores), rate,
-            interrupted=self.stop_requested,
-        )  # fmt: skip
+        self._loop_start_episodes = self._window_episodes = self._global_episodes()
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
+    def log_progress(self, logger: RunLogger | None, span: Span) -> None:
+        episodes = self._global_episodes()
+        means = {f"train/{k}": v for k, v in span.means.items()}
+        outcomes = [o for r in self.runners.values() for o in r.learner_outcomes]
+        for runner in self.runners.values():
+            runner.learner_outcomes.clear()
+        if outcomes:
+            means["train/learner_success_rate"] = sum(outcomes) / len(outcomes)
+        means["charts/episodes_per_second"] = span.per_second(episodes - self._window_episodes)
+        means["charts/iterations_per_second"] = span.per_second(span.iterations)
+        if self.store is not None:
+            means["charts/dagger_store_episodes"] = len(self.store)
+        if logger is not None:
+            logger.scalars(means, self.iteration)
+        self.last_scores.update(means)
+        self._window_episodes = episodes
+
+    def scheduled_evaluation(self, logger: RunLogger | None) -> None:
+        self.validate(logger)
+
+    def make_result(self, loop: Span) -> FinetuneResult:
+        return FinetuneResult(
+            run_dir=self.run_dir,
+            iterations=self.iteration,
+            best_score=self.best_score,
+            best_iteration=self.best_iteration,
+            last_scores=dict(self.last_scores),
+            episodes_per_second=loop.per_second(self._global_episodes() - self._loop_start_episodes),
+            interrupted=self.stop_requested,
+        )
 
     def close(self) -> None:
         self.dist.close()
@@ -608,31 +573,6 @@ class FinetuneTrainer:
         """Episodes finished by every process (a collective: call it on all of them)."""
         count = torch.tensor([float(self.episodes_done)], dtype=torch.float64, device=self.device)
         return int(self.dist.all_reduce_sum(count).item())
-
-    def _log_train(
-        self,
-        logger: RunLogger | None,
-        sums: dict[str, float],
-        counts: dict[str, int],
-        window: tuple[float, int, int],
-    ) -> tuple[float, int, int]:
-        now = time.perf_counter()
-        episodes = self._global_episodes()
-        means = {f"train/{k}": v / counts[k] for k, v in sums.items()}
-        outcomes = [o for r in self.runners.values() for o in r.learner_outcomes]
-        for runner in self.runners.values():
-            runner.learner_outcomes.clear()
-        if outcomes:
-            means["train/learner_success_rate"] = sum(outcomes) / len(outcomes)
-        elapsed = max(now - window[0], 1e-9)
-        means["charts/episodes_per_second"] = (episodes - window[2]) / elapsed
-        means["charts/iterations_per_second"] = (self.iteration - window[1]) / elapsed
-        if self.store is not None:
-            means["charts/dagger_store_episodes"] = len(self.store)
-        if logger is not None:
-            logger.scalars(means, self.iteration)
-        self.last_scores.update(means)
-        return now, self.iteration, episodes
 
     def validate(self, logger: RunLogger | None = None) -> dict[str, float]:
         """Greedy episodes on every evaluation split; writes ``best.pt`` when the selection metric improves.
@@ -727,9 +667,7 @@ class FinetuneTrainer:
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Continue exactly from the newest (or given) checkpoint of this run."""
-        state = self.checkpoints.load(checkpoint, map_location=self.device)
-        source = str(checkpoint or self.checkpoints.latest())
-        check_config_matches(state["config"], to_dict(self.config), ARCHITECTURE_KEYS, source)
+        state, source = self.load_checkpoint(checkpoint, ARCHITECTURE_KEYS, self.device)
         processes = state["processes"]
         if len(processes) != self.dist.world_size:
             raise CheckpointError(

@@ -10,13 +10,13 @@ synthesis) is the one with the highest BLEU-4 on ``select_split`` (default ``val
 writes instructions for paths the speaker has not been trained on, including in new houses, and the
 unseen houses measure exactly that generalization. Periodic checkpoints (``<run>/checkpoints/``)
 hold everything to resume exactly: model, optimizer, data order, RNG states, best score.
+
+The loop around the update (periodic log, evaluation and checkpoint; Ctrl-C) is the one every
+trainer shares, :class:`runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
 
-import math
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,16 +28,12 @@ from agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
 from agents.vln.trajectories import InstructionSet, PathFeaturizer
 from envs.nav.dataset import NavDataset
 from envs.nav.tokenizer import Vocab, tokenize
-from runtime.checkpoint import CheckpointManager, check_config_matches, restore_module
-from runtime.config import save_config, to_dict, to_yaml
-from runtime.device import resolve_device
+from runtime.checkpoint import restore_module
+from runtime.config import to_dict
 from runtime.logger import RunLogger
-from runtime.progress import progress
-from runtime.seeding import rng_state, seed_everything, set_rng_state
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+from runtime.seeding import rng_state, set_rng_state
+from runtime.training import IterationTrainer, RunResult, Span
+from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass
@@ -150,28 +146,21 @@ def reference_set(data: InstructionSet) -> References:
     return References([[tokenize(text) for text in ep.instructions] for ep in data.episodes])
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    iterations: int
+@dataclass(kw_only=True)
+class TrainResult(RunResult):
     best_score: float
     best_iteration: int
     last_scores: dict[str, float]
-    interrupted: bool = False
 
 
-class SpeakerTrainer:
+class SpeakerTrainer(IterationTrainer[SpeakerTrainConfig, TrainResult]):
     """Owns one speaker run: data, model, optimizer, logger and checkpoints under ``run_dir``."""
 
+    progress_label = "speaker"
+
     def __init__(self, config: SpeakerTrainConfig, run_dir: str | Path) -> None:
-        self.config = c = config
-        self.run_dir = Path(run_dir)
-        if not c.data_dir:
-            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
-        if c.torch_threads > 0:
-            torch.set_num_threads(c.torch_threads)
-        self.device = resolve_device(c.device)
-        seed_everything(c.seed)
+        super().__init__(config, run_dir)
+        c = config
         self.dataset = NavDataset(c.data_dir)
         self.vocab = self.dataset.vocab()
         splits = [c.data.train_split, *c.data.eval_splits]
@@ -198,14 +187,11 @@ class SpeakerTrainer:
         self.model = Speaker(self.vocab, self.featurizer.visual_dim, c.data.angle_feature_size, c.model)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", c.keep_checkpoints)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.order = torch.randperm(len(self.train_data), generator=self.generator)
         self.cursor = 0
-        self.iteration = 0
         self.best_score, self.best_iteration = -1.0, -1
         self.last_scores: dict[str, float] = {}
-        self.stop_requested = False
 
     # -- data ---------------------------------------------------------------------------------------
     def _next_batch(self) -> torch.Tensor:
@@ -219,7 +205,7 @@ class SpeakerTrainer:
         return index.to(self.device)
 
     # -- one update ---------------------------------------------------------------------------------
-    def train_step(self) -> float:
+    def train_step(self) -> dict[str, float]:
         data, pad = self.train_data, self.vocab.pad_id
         index = self._next_batch()
         traj = self.featurizer(data.paths.select(index))
@@ -229,70 +215,35 @@ class SpeakerTrainer:
         self.model.train()
         loss = self.model.loss(self.model.encode(traj), tokens, owner)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"speaker loss became {value} at iteration {self.iteration}; stopped without saving: "
-                f"the last good checkpoint in {self.checkpoints.directory} is kept"
-            )
+        self.check_finite("speaker loss", value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.iteration += 1
-        return value
+        return {"loss": value}
 
-    # -- the loop -----------------------------------------------------------------------------------
-    def train(self) -> TrainResult:
-        c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(c, self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
-        if self.iteration == 0:
-            logger.text("config", "```\n" + to_yaml(c) + "```", 0)
-        bar = progress(total=c.iterations, initial=self.iteration, desc="speaker", unit="it")
-        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        window = (time.perf_counter(), self.iteration)
-        losses: list[float] = []
-        try:
-            while self.iteration < c.iterations and not self.stop_requested:
-                losses.append(self.train_step())
-                bar.update()
-                if self.iteration % c.log_every == 0:
-                    now = time.perf_counter()
-                    rate = (self.iteration - window[1]) / max(now - window[0], 1e-9)
-                    logger.scalars(
-                        {"loss/train": sum(losses) / len(losses), "charts/iterations_per_second": rate},
-                        self.iteration,
-                    )
-                    bar.set_postfix(loss=f"{sum(losses) / len(losses):.3f}")
-                    window, losses = (now, self.iteration), []
-                if self.iteration % c.eval_every == 0:
-                    self.evaluate(logger)
-                if self.iteration % c.checkpoint_every == 0:
-                    self.save_checkpoint()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            bar.close()
-        if not self.stop_requested and self.iteration % c.eval_every != 0:
-            self.evaluate(logger)
-        path = self.save_checkpoint()
-        if self.stop_requested:
-            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
-        logger.close()
+    # -- what the shared loop calls (runtime.training) -----------------------------------------------
+    def log_progress(self, logger: RunLogger | None, span: Span) -> None:
+        if logger is not None:
+            rate = span.per_second(span.iterations)
+            logger.scalars(
+                {"loss/train": span.means["loss"], "charts/iterations_per_second": rate}, self.iteration
+            )
+
+    def scheduled_evaluation(self, logger: RunLogger | None) -> None:
+        self.evaluate(logger)
+
+    def make_result(self, loop: Span) -> TrainResult:
         return TrainResult(
-            self.run_dir,
-            self.iteration,
-            self.best_score,
-            self.best_iteration,
-            dict(self.last_scores),
+            run_dir=self.run_dir,
+            iterations=self.iteration,
+            best_score=self.best_score,
+            best_iteration=self.best_iteration,
+            last_scores=dict(self.last_scores),
             interrupted=self.stop_requested,
         )
-
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        # Finish the current update so that the checkpoint is consistent, then stop.
-        self.stop_requested = True
 
     def evaluate(self, logger: RunLogger | None = None) -> dict[str, float]:
         """BLEU-1..4 on every evaluation split; saves ``best.pt`` when ``select_split`` BLEU-4 improves."""
@@ -361,9 +312,7 @@ class SpeakerTrainer:
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Continue from the newest (or given) checkpoint of this run."""
-        state = self.checkpoints.load(checkpoint)
-        source = str(checkpoint or self.checkpoints.latest())
-        check_config_matches(state["config"], to_dict(self.config), ARCHITECTURE_KEYS, source)
+        state, source = self.load_checkpoint(checkpoint, ARCHITECTURE_KEYS)
         restore_module(self.model, state["model"], "model", source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
