@@ -1,12 +1,23 @@
-"""What every command-line script shares: import path set-up and clean errors for bad input."""
+"""What every command-line script shares: clean errors for bad input, and the training scripts' options.
+
+Training scripts take ``--config <yaml>`` (a new run) or ``--resume <run dir>`` (continue one),
+optionally ``--data <dataset dir>``, and ``key=value`` overrides; :func:`training_parser` builds that
+parser and :func:`resolve_run` turns its arguments into a config and a run directory.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from runtime.checkpoint import CheckpointError
-from runtime.config import ConfigError
+from runtime.config import ConfigError, load_config
+from runtime.training import TrainingDiverged
 
 # Errors that mean "the user's input is wrong": printed as one clear line, not a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -17,14 +28,86 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     ValueError,
 )
+# A run whose loss became NaN/inf: its last good checkpoint is kept, the exit code tells it apart.
+DIVERGED_EXIT_CODE = 3
 
 
 def run_main(main: Callable[[list[str] | None], int]) -> None:
-    """Call ``main`` and exit with its code; user errors exit 2 with ``error: <message>``."""
+    """Call ``main`` and exit with its code; user errors exit 2 with ``error: <message>``, a diverged
+    training run exits 3 the same way."""
     try:
         code = main(None)
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         code = 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = DIVERGED_EXIT_CODE
     sys.exit(code)
+
+
+# -- training scripts ----------------------------------------------------------------------------------
+
+
+class NamedRunConfig(Protocol):
+    """The config fields that place a run: ``<runs_dir>/<name>``, named after the seed by default."""
+
+    name: str | None
+    seed: int
+    runs_dir: str
+
+
+C = TypeVar("C", bound=NamedRunConfig)
+
+
+@dataclass
+class TrainingRun(Generic[C]):
+    """A training script's run: its config, its directory and whether it continues from a checkpoint."""
+
+    config: C
+    run_dir: Path
+    resume: bool
+
+
+def training_parser(description: str, example_config: str, data: bool = True) -> argparse.ArgumentParser:
+    """``--config | --resume`` (exactly one), ``--data`` (when ``data``) and ``key=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help=f"YAML config (e.g. {example_config})")
+    source.add_argument("--resume", type=Path, help="run directory to continue from its newest checkpoint")
+    if data:
+        parser.add_argument("--data", type=Path, help="navigation dataset directory (sets data_dir)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides (dotted keys)")
+    return parser
+
+
+def resolve_run(
+    schema: type[C],
+    args: argparse.Namespace,
+    name_prefix: str | Callable[[C], str],
+    distributed: bool = False,
+) -> TrainingRun[C]:
+    """The config and run directory that parsed :func:`training_parser` arguments ask for.
+
+    ``--resume <dir>``: the run's own ``config.yaml`` plus the overrides. ``--config``: that file plus
+    the overrides, in ``<runs_dir>/<name>``; without a ``name`` the run is called
+    ``<name_prefix>-s<seed>-<YYYYmmdd-HHMMSS>`` (``name_prefix`` may depend on the config), which
+    ``distributed`` runs (``torchrun``) cannot do: their processes would not agree on the clock. A new
+    run is refused where checkpoints already are, since it would mix two runs.
+    """
+    overrides = list(args.overrides)
+    if getattr(args, "data", None) is not None:
+        overrides.append(f"data_dir={args.data}")
+    if args.resume is not None:
+        return TrainingRun(load_config(schema, args.resume / "config.yaml", overrides), args.resume, True)
+    config = load_config(schema, args.config, overrides)
+    if config.name is None:
+        if distributed:
+            raise ValueError("under torchrun pass name=<run name> so that every process writes the same run")
+        prefix = name_prefix if isinstance(name_prefix, str) else name_prefix(config)
+        config.name = f"{prefix}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(config.runs_dir) / config.name
+    if (run_dir / "checkpoints").exists():
+        raise ValueError(f"run directory {run_dir} already has checkpoints: use --resume {run_dir}")
+    return TrainingRun(config, run_dir, False)

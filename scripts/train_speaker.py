@@ -9,47 +9,18 @@ speaker (``best.pt``, by val_unseen BLEU-4) go to ``runs/<name>/``.
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from pathlib import Path
-
 import _bootstrap  # noqa: F401
 
-from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer, TrainingDiverged
-from runtime.cli import run_main
-from runtime.config import load_config
+from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
+from runtime.cli import resolve_run, run_main, training_parser
+from runtime.training import train_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the VLN speaker.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="YAML config (e.g. configs/vln_speaker.yaml)")
-    source.add_argument("--resume", type=Path, help="run directory to continue from its newest checkpoint")
-    parser.add_argument("--data", type=Path, help="navigation dataset directory (sets data_dir)")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides (dotted keys)")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"data_dir={args.data}"] if args.data is not None else [])
-
-    if args.resume is not None:
-        config = load_config(SpeakerTrainConfig, args.resume / "config.yaml", overrides)
-        run_dir = args.resume
-    else:
-        config = load_config(SpeakerTrainConfig, args.config, overrides)
-        name = config.name or f"speaker-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(config.runs_dir) / name
-        if (run_dir / "checkpoints").exists():
-            raise ValueError(f"run directory {run_dir} already has checkpoints: use --resume {run_dir}")
-
-    trainer = SpeakerTrainer(config, run_dir)
-    if args.resume is not None:
-        trainer.restore()
-        print(f"resumed {run_dir} at iteration {trainer.iteration}", flush=True)
-    try:
-        result = trainer.train()
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+    args = training_parser("Train the VLN speaker.", "configs/vln_speaker.yaml").parse_args(argv)
+    run = resolve_run(SpeakerTrainConfig, args, "speaker")
+    config, run_dir = run.config, run.run_dir
+    result = train_run(SpeakerTrainer(config, run_dir), run.resume)
     print(f"trained {result.iterations} iterations; run directory: {run_dir}")
     scores = ", ".join(
         f"{k} {v:.4f}" for k, v in result.last_scores.items() if k.endswith(("bleu1", "bleu4"))

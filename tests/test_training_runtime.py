@@ -1,8 +1,9 @@
-"""The shared training scaffolding: run set-up, stop signals, the loop's schedule."""
+"""The shared training scaffolding: script options, run naming and guards, stop signals, the loop's schedule."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 from agents.vln.speaker_training import SpeakerTrainConfig
 from runtime.checkpoint import CheckpointManager
-from runtime.config import to_dict
+from runtime.cli import resolve_run, run_main, training_parser
+from runtime.config import save_config, to_dict
 from runtime.logger import RunLogger
 from runtime.training import (
     IterationTrainer,
@@ -35,6 +37,81 @@ def toy_config(**values: object) -> SpeakerTrainConfig:
         "keep_checkpoints": 10,
     }
     return SpeakerTrainConfig(**{"data_dir": "toy-data", "seed": 3, "device": "cpu", **schedule, **values})
+
+
+# -- script options and run directories ------------------------------------------------------------
+
+
+def _write_config(tmp_path: Path, **values: object) -> Path:
+    path = tmp_path / "toy.yaml"
+    save_config(toy_config(runs_dir=str(tmp_path / "runs"), **values), path)
+    return path
+
+
+def test_config_and_resume_are_exclusive_and_one_is_required(tmp_path: Path) -> None:
+    parser = training_parser("toy", "configs/toy.yaml")
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", "a.yaml", "--resume", "runs/a"])
+    args = parser.parse_args(["--config", "a.yaml", "--data", "d", "seed=1", "lr=0.1"])
+    assert args.config == Path("a.yaml") and args.resume is None
+    assert args.data == Path("d") and args.overrides == ["seed=1", "lr=0.1"]
+    with pytest.raises(SystemExit):  # scripts without a dataset have no --data
+        training_parser("toy", "configs/toy.yaml", data=False).parse_args(["--config", "a", "--data", "d"])
+
+
+def test_a_new_run_is_named_after_prefix_seed_and_time(tmp_path: Path) -> None:
+    config = _write_config(tmp_path)
+    args = training_parser("toy", "x").parse_args(["--config", str(config), "--data", "/d", "seed=5"])
+    run = resolve_run(SpeakerTrainConfig, args, "toy")
+    assert not run.resume and run.config.data_dir == "/d" and run.config.seed == 5
+    assert re.fullmatch(r"toy-s5-\d{8}-\d{6}", run.config.name or "")
+    assert run.run_dir == tmp_path / "runs" / run.config.name
+    # The prefix may depend on the config; a given name is kept.
+    named = resolve_run(SpeakerTrainConfig, args, lambda c: f"toy-{c.data.features}")
+    assert named.config.name.startswith("toy-cnn-s5-")
+    args = training_parser("toy", "x").parse_args(["--config", str(config), "name=mine"])
+    assert resolve_run(SpeakerTrainConfig, args, "toy").run_dir == tmp_path / "runs" / "mine"
+
+
+def test_distributed_runs_need_a_name(tmp_path: Path) -> None:
+    args = training_parser("toy", "x").parse_args(["--config", str(_write_config(tmp_path))])
+    with pytest.raises(ValueError, match="under torchrun pass name="):
+        resolve_run(SpeakerTrainConfig, args, "toy", distributed=True)
+    args.overrides = ["name=shared"]
+    assert resolve_run(SpeakerTrainConfig, args, "toy", distributed=True).config.name == "shared"
+
+
+def test_a_new_run_over_existing_checkpoints_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "taken" / "checkpoints").mkdir(parents=True)
+    args = training_parser("toy", "x").parse_args(["--config", str(_write_config(tmp_path)), "name=taken"])
+    with pytest.raises(ValueError, match=r"already has checkpoints: use --resume .*taken"):
+        resolve_run(SpeakerTrainConfig, args, "toy")
+
+
+def test_resume_reads_the_runs_own_config_plus_overrides(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "old"
+    save_config(toy_config(name="old", seed=9, iterations=5), run_dir / "config.yaml")
+    (run_dir / "checkpoints").mkdir()  # a resumed run has checkpoints: no guard
+    args = training_parser("toy", "x").parse_args(["--resume", str(run_dir), "iterations=8"])
+    run = resolve_run(SpeakerTrainConfig, args, "toy")
+    assert run.resume and run.run_dir == run_dir
+    assert (run.config.name, run.config.seed, run.config.iterations) == ("old", 9, 8)
+
+
+def test_run_main_reports_user_errors_and_divergence(capsys: pytest.CaptureFixture[str]) -> None:
+    def bad_input(argv: list[str] | None) -> int:
+        raise ValueError("no such thing")
+
+    def diverged(argv: list[str] | None) -> int:
+        raise TrainingDiverged("loss became nan")
+
+    for main, code, message in ((bad_input, 2, "no such thing"), (diverged, 3, "loss became nan")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main)
+        assert exit_info.value.code == code
+        assert capsys.readouterr().err == f"error: {message}\n"
 
 
 # -- the loop --------------------------------------------------------------------------------------
