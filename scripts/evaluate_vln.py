@@ -5,10 +5,12 @@
 
 ``--checkpoint`` takes a ``best.pt``, a run checkpoint (``checkpoints/ckpt_*.pt``, fine-tuning or
 pretraining) or a run directory. For each split every instruction is run once; NE, SR, OSR, TL, SPL,
-nDTW, SDTW and CLS are printed (``--json``: one JSON object ``{split: {metric: value}}`` with rates
-as fractions), the R2R submission is written to ``<out-dir>/submit_<split>.json`` (scored identically
-by ``scripts/evaluate_nav.py``), and metrics, top-down maps and first-person GIFs of
-``--log-episodes`` sampled episodes go to TensorBoard under ``<log-dir>``.
+nDTW, SDTW and CLS are printed with the failure breakdown of :mod:`envs.nav.failures` (``--json``: one
+JSON object ``{split: {metric: value}, "failures": {split: {category: fraction}}}`` with rates as
+fractions), the R2R submission is written to ``<out-dir>/submit_<split>.json`` (scored identically by
+``scripts/evaluate_nav.py``), and metrics, top-down maps and first-person GIFs of ``--log-episodes``
+sampled episodes and of ``--log-failures`` sampled failed ones (tagged by category) go to
+TensorBoard under ``<log-dir>``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from agents.vln.evaluate import evaluate_follower, log_sample_episodes, make_eval_env, write_submission
 from agents.vln.follower import load_follower
 from envs.nav.dataset import NavDataset
+from envs.nav.failures import breakdown, format_breakdown
 from envs.nav.metrics import METRIC_KEYS, format_table
 from runtime.cli import run_main
 from runtime.device import resolve_device
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, help="where submit_<split>.json goes (default: <run>/eval)")
     parser.add_argument("--log-dir", type=Path, help="TensorBoard directory (default: <run>/eval)")
     parser.add_argument("--log-episodes", type=int, default=4, help="episodes drawn per split (0: none)")
+    parser.add_argument(
+        "--log-failures", type=int, default=4, help="failed episodes drawn per split, by category (0: none)"
+    )
     parser.add_argument("--num-envs", type=int, default=64, help="episodes run in parallel")
     parser.add_argument("--max-steps", type=int, default=15, help="actions per episode before truncation")
     parser.add_argument("--device", default="auto")
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"{args.data}/vocab.txt differs from the vocabulary the follower was trained with")
     logger = RunLogger(args.log_dir or run_dir / "eval")
     step = int(bundle.info.get("iteration", 0))
-    results = {}
+    results: dict[str, dict[str, float] | None] = {}
+    failures: dict[str, dict[str, float]] = {}
     try:
         for split in args.split:
             env = make_eval_env(
@@ -75,14 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             path = write_submission(evaluation, out_dir / f"submit_{split}.json")
             results[split] = evaluation.summary
             if evaluation.summary is not None:
+                failures[split] = breakdown(evaluation.categories)
                 logger.scalars({f"eval/{split}/{k}": evaluation.summary[k] for k in METRIC_KEYS}, step)
-            if args.log_episodes > 0:
-                try:
-                    log_sample_episodes(
-                        logger, dataset, evaluation, step, args.log_episodes, args.seed, device
-                    )
-                except FileNotFoundError as exc:
-                    print(f"note: no episode maps for {split} ({exc})")
+                logger.scalars({f"failures/{split}/{k}": v for k, v in failures[split].items()}, step)
+            drawn = [(args.log_episodes, False), (args.log_failures if evaluation.categories else 0, True)]
+            try:
+                for count, failures_only in drawn:
+                    if count > 0:
+                        log_sample_episodes(
+                            logger, dataset, evaluation, step, count, args.seed, device, failures_only
+                        )
+            except FileNotFoundError as exc:
+                print(f"note: no episode maps for {split} ({exc})")
             if not args.json:
                 if evaluation.summary is None:
                     print(
@@ -92,15 +103,19 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         format_table(evaluation.summary, f"{split}: {len(evaluation.records)} instructions")
                     )
+                    print(
+                        format_breakdown(
+                            failures[split], f"{split}: where episodes end (envs/nav/failures.py)"
+                        )
+                    )
                 print(f"submission: {path}")
     finally:
         logger.close()
     if args.json:
-        print(
-            json.dumps(
-                {split: None if s is None else {k: s[k] for k in METRIC_KEYS} for split, s in results.items()}
-            )
-        )
+        scores = {
+            split: None if s is None else {k: s[k] for k in METRIC_KEYS} for split, s in results.items()
+        }
+        print(json.dumps({**scores, "failures": failures}))
     else:
         print(f"maps and GIFs: tensorboard --logdir {args.log_dir or run_dir / 'eval'}")
     return 0

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.vln.evaluate import evaluate_follower, make_eval_env
 from agents.vln.follower import Follower, FollowerBundle, FollowerConfig
 from envs.nav.dataset import NavDataset
+from envs.nav.failures import CATEGORIES
 from envs.nav.metrics import load_predictions
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -80,10 +81,17 @@ def test_submission_scores_identically_with_the_metrics_command(data_dir, checkp
             .splitlines()[-1]
         )
         assert ours[split] == theirs
+        fractions = ours["failures"][split]
+        assert fractions["success"] == pytest.approx(theirs["sr"]) and sum(
+            fractions.values()
+        ) == pytest.approx(1.0)
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()
     images = events.Tags()["images"]
     assert any(tag.startswith("episodes/val_unseen/") and tag.endswith("/map") for tag in images)
+    failure_maps = {tag.split("/")[2] for tag in images if tag.startswith("failures/val_unseen/")}
+    if ours["failures"]["val_unseen"]["success"] < 1.0:  # failed episodes are drawn, tagged by category
+        assert failure_maps and failure_maps <= set(CATEGORIES) - {"success"}
     gifs = [tag for tag in images if tag.endswith("/frames")]
     assert gifs and events.Images(gifs[0])[0].encoded_image_string[:6] == b"GIF89a"
     assert "eval/val_unseen/spl" in events.Tags()["scalars"]

@@ -22,6 +22,7 @@ import torch
 from agents.rollout import RolloutCollector
 from agents.vln.follower import Follower, FollowerPolicy
 from envs.nav.dataset import Episode, NavDataset
+from envs.nav.failures import classify_all
 from envs.nav.metrics import evaluate as score_predictions
 from envs.nav.metrics import write_predictions
 from envs.nav.simulator import NavVecEnv
@@ -36,6 +37,7 @@ class Evaluation:
     summary: dict[str, float] | None  # mean NE/SR/OSR/TL/SPL/nDTW/SDTW/CLS, None when goals are hidden
     per_instruction: dict[str, dict[str, float]]
     episodes: list[Episode]
+    categories: dict[str, str]  # instruction id -> envs.nav.failures category; empty when not scored
 
     def trajectory(self, instr_id: str) -> list[Any]:
         for record in self.records:
@@ -108,11 +110,12 @@ def evaluate_follower(model: Follower, env: NavVecEnv) -> Evaluation:
     """Greedy pass over ``env``'s split plus the R2R metrics of the result."""
     records = run_greedy(model, env)
     episodes = list(env.episodes)
-    summary, per_instruction = None, {}
+    summary, per_instruction, categories = None, {}, {}
     if has_goals(episodes):
         predictions = {r["instr_id"]: [step[0] for step in r["trajectory"]] for r in records}
         summary, per_instruction = score_predictions(episodes, env.graphs, predictions)
-    return Evaluation(env.split_name, records, summary, per_instruction, episodes)
+        categories = classify_all(episodes, env.graphs, predictions)
+    return Evaluation(env.split_name, records, summary, per_instruction, episodes, categories)
 
 
 def write_submission(evaluation: Evaluation, path: str | Path) -> Path:
@@ -129,17 +132,22 @@ def log_sample_episodes(
     count: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    failures_only: bool = False,
 ) -> list[str]:
     """Top-down maps, first-person GIFs and instructions of ``count`` sampled episodes to TensorBoard.
 
-    Needs the generator's ``houses/<scan>.json`` (procedural worlds); returns the logged ids. Raises
-    ``FileNotFoundError`` for datasets without house plans (real R2R).
+    ``failures_only`` samples among the failed episodes and tags them ``failures/<split>/<category>/``
+    (see :mod:`envs.nav.failures`) instead of ``episodes/<split>/``. Needs the generator's
+    ``houses/<scan>.json`` (procedural worlds); returns the logged ids. Raises ``FileNotFoundError``
+    for datasets without house plans (real R2R).
     """
     from envs.nav.build import load_house
     from envs.nav.viz import log_episode
 
     by_path = {str(ep.path_id): ep for ep in evaluation.episodes}
     ids = [r["instr_id"] for r in evaluation.records]
+    if failures_only:
+        ids = [iid for iid in ids if evaluation.categories.get(iid, "success") != "success"]
     chosen = random.Random(seed).sample(ids, min(count, len(ids)))
     for iid in chosen:
         path_id, _, k = iid.rpartition("_")
@@ -148,7 +156,9 @@ def log_sample_episodes(
         # The same seed picks the same episodes at every validation, so each tag shows progress.
         log_episode(
             logger,
-            f"episodes/{evaluation.split}/{iid}",
+            f"failures/{evaluation.split}/{evaluation.categories[iid]}/{iid}"
+            if failures_only
+            else f"episodes/{evaluation.split}/{iid}",
             step,
             house,
             dataset.graph(episode.scan),
