@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from envs.nav.failures import CATEGORIES as FAILURES
+
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {
     "a_scratch": "(a) scratch, human",
@@ -39,6 +41,9 @@ def test_vln_ablation_quick_runs_every_condition_and_reuses_finished_runs(tmp_pa
         for split in ("val_seen", "val_unseen"):
             for metric in ("SR", "SPL", "NDTW"):
                 assert 0.0 <= metrics[f"{label}: {split} {metric} mean"]["value"] <= 100.0
+        ends = [metrics[f"{label}: val_unseen episodes ending as {name}"]["value"] for name in FAILURES]
+        assert sum(ends) == pytest.approx(100.0)
+        assert ends[0] == pytest.approx(metrics[f"{label}: val_unseen SR mean"]["value"])  # "success" first
         for seed in (0, 1):
             run = tmp_path / f"{condition}-s{seed}"
             assert (run / "best.pt").is_file() and (run / "ablation_eval.json").is_file()

@@ -8,8 +8,9 @@ Same fine-tuning budget (``configs/vln_finetune.yaml``), ``seeds`` fine-tuning s
   fine-tuned on human ``train``.
 
 Every best follower (``best.pt``, chosen by val_unseen SPL) is evaluated greedily on the full
-val_seen and val_unseen splits. Reported: SR/SPL/nDTW mean and std over seeds, the val_unseen SR gain
-of (c) over (a) (target: +5 points), and throughput: pretraining samples/s and fine-tuning
+val_seen and val_unseen splits. Reported: SR/SPL/nDTW mean and std over seeds, where the val_unseen
+episodes end (the failure categories of ``envs/nav/failures.py``), the val_unseen SR gain of (c)
+over (a) (target: +5 points), and throughput: pretraining samples/s and fine-tuning
 episodes/s in one process and with ``torchrun --nproc_per_node 2`` (same global batch / envs per
 process), each multi-process figure against the single-process one of the same run.
 
@@ -51,6 +52,8 @@ from agents.vln.follower import load_follower
 from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
 from envs.nav.build import build_world, make_config
 from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
+from envs.nav.failures import CATEGORIES as FAILURES
+from envs.nav.failures import breakdown
 from envs.nav.features import build_features
 from pretrain.synthesis import SynthesisConfig, synthesize
 from pretrain.trainer import PretrainConfig, PretrainTrainer
@@ -248,11 +251,17 @@ def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
 
 
 def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
-    """Greedy full-split evaluation of a run's ``best.pt`` (cached in ``<run>/ablation_eval.json``)."""
+    """Greedy full-split evaluation of a run's ``best.pt`` (cached in ``<run>/ablation_eval.json``).
+
+    Per split: the R2R metrics and, under ``failures/<category>``, the failure breakdown of
+    :mod:`envs.nav.failures` (fractions of the split's episodes).
+    """
     cache = run_dir / "ablation_eval.json"
     best = run_dir / "best.pt"
     if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if all(f"failures/{name}" in cached[split] for split in SPLITS for name in FAILURES):
+            return cached
     bundle = load_follower(best)
     dataset = NavDataset(plan.data)
     scores = {}
@@ -267,7 +276,9 @@ def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
             bundle.max_instruction_len,
             "cpu",
         )
-        scores[split] = evaluate_follower(bundle.model, env).summary
+        evaluation = evaluate_follower(bundle.model, env)
+        failures = {f"failures/{k}": v for k, v in breakdown(evaluation.categories).items()}
+        scores[split] = {**evaluation.summary, **failures}
     cache.write_text(json.dumps(scores, indent=1))
     return scores
 
@@ -381,6 +392,14 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
                 )
                 figures.append(Figure(NAME, f"{label}: {split} {metric.upper()} std", std, "% (over seeds)"))
         table.append(f"{label:<38}" + "".join(cells))
+    failure_table = [f"{'val_unseen: where episodes end (%)':<38}" + "".join(f"{k:>20}" for k in FAILURES)]
+    for condition, label in CONDITIONS.items():
+        cells = []
+        for name in FAILURES:
+            mean, std = _summary([100 * r["val_unseen"][f"failures/{name}"] for r in results[condition]])
+            cells.append(f"{mean:6.2f} ± {std:5.2f}".rjust(20))
+            figures.append(Figure(NAME, f"{label}: val_unseen episodes ending as {name}", mean, "%"))
+        failure_table.append(f"{label:<38}" + "".join(cells))
     gain = means[("c_pretrained", "val_unseen", "sr")] - means[("a_scratch", "val_unseen", "sr")]
     figures.append(
         Figure(NAME, "val_unseen SR gain (c) - (a)", gain, "SR points", reference="(a) scratch, human: no gain",
@@ -392,6 +411,7 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
         f"\nvln-ablation on {plan.data} ({len(plan.seeds)} seeds; features '{plan.features}'; work dir {plan.work})"
     )
     print("\n".join(table))
+    print("\n".join(["", *failure_table]))
     report(figures, f"vln-ablation{' (quick: tiny world, random features - a smoke test)' if quick else ''}")
     log(f"done in {time.perf_counter() - started:.0f} s")
     return figures
