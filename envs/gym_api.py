@@ -58,10 +58,15 @@ def _batch_of_one(value: Any, device: torch.device) -> torch.Tensor | dict[str, 
 
 
 def _obs_row(obs: Observation, index: int) -> np.ndarray | dict[str, np.ndarray]:
-    """Row ``index`` of a batched observation, always as numpy arrays (0-d ones included)."""
+    """Row ``index`` of a batched observation as fresh numpy arrays (0-d ones included).
+
+    Copied, unlike the vector face's batches: single-env users keep observations across steps (and
+    gymnasium's checker expects that), while a protocol env may hand out the same tensor again
+    (e.g. the navigation env's instruction tokens within an episode).
+    """
     if isinstance(obs, dict):
         return {key: _obs_row(value, index) for key, value in obs.items()}
-    return obs[index].detach().cpu().numpy()
+    return obs[index].detach().cpu().numpy().copy()
 
 
 def _row(value: Any, index: int) -> Any:

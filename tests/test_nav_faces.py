@@ -14,10 +14,14 @@ from tests.nav_fixtures import make_dataset
 def test_gymnasium_make_and_sb3_adapter_step_the_navigation_env(tmp_path):
     data = make_dataset(tmp_path / "data")
     env = gym.make("Lodestar/Nav-v0", dataset=str(data), split="train", features="random", seed=0)
-    obs, _ = env.reset(seed=0)
-    assert isinstance(obs, dict) and env.observation_space.contains(obs)
-    stop = env.action_space.n - 1
-    obs, reward, terminated, truncated, _ = env.step(stop)
+    first, _ = env.reset(seed=0)
+    assert isinstance(first, dict) and env.observation_space.contains(first)
+    teacher = int(first["teacher_action"])
+    obs, reward, terminated, truncated, _ = env.step(teacher)
+    # the same episode goes on: its instruction is equal, but in arrays of its own
+    assert not terminated and np.array_equal(obs["instr_ids"], first["instr_ids"])
+    assert not any(np.shares_memory(obs[key], first[key]) for key in obs)
+    obs, reward, terminated, truncated, _ = env.step(env.action_space.n - 1)
     assert terminated and not truncated and isinstance(reward, float)
     env.close()
 
