@@ -220,7 +220,7 @@ def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
     name = f"{condition}-s{seed}"
     extra = [f"name={name}", f"seed={seed}"]
     if plan.parallel > 1 and plan.threads == 0:
-        extra.append("torch_threads=1")  # runs side by side: one core each beats sharing two
+        extra.append("torch_threads=1")  # runs side by side: one thread each, not oversubscribing the cores
     if condition == "b_augment":
         extra.append("data.augment_split=synthetic")
     if init is not None:
