@@ -85,41 +85,19 @@ FINETUNE_BUDGET = [
 def run_navigation(data: Path, runs_dir: Path) -> list[Path]:
     """The PREVALENT recipe end to end on the small preset, with demo-sized budgets."""
     data_args = ["--data", str(data)]
-    runs = [f"runs_dir={runs_dir}"]
-    configs = ROOT / "configs"
+
+    def training_stage(title: str, script: str, config: str, name: str, *overrides: str) -> None:
+        options = ["--config", str(ROOT / "configs" / config), *data_args]
+        _stage(title, script, *options, f"name={name}", *overrides, f"runs_dir={runs_dir}")
+
     _stage("world + view features", "build_nav_world.py", "--preset", "small", "--out", str(data))
-    speaker_config = ["--config", str(configs / "vln_speaker.yaml")]
-    _stage(
-        "speaker",
-        "train_speaker.py",
-        *speaker_config,
-        *data_args,
-        "name=demo-speaker",
-        *SPEAKER_BUDGET,
-        *runs,
-    )
+    training_stage("speaker", "train_speaker.py", "vln_speaker.yaml", "demo-speaker", *SPEAKER_BUDGET)
     speaker = ["--speaker", str(runs_dir / "demo-speaker")]
     _stage("synthesis", "synthesize.py", *data_args, *speaker, "--paths", "500", "--overwrite")
-    pretrain_config = ["--config", str(configs / "vln_pretrain.yaml")]
-    _stage(
-        "pretraining",
-        "pretrain_vln.py",
-        *pretrain_config,
-        *data_args,
-        "name=demo-pretrain",
-        *PRETRAIN_BUDGET,
-        *runs,
-    )
-    finetune_config = ["--config", str(configs / "vln_finetune.yaml")]
-    _stage(
-        "fine-tuning",
-        "finetune_vln.py",
-        *finetune_config,
-        *data_args,
-        "name=demo-finetune",
-        f"init={runs_dir / 'demo-pretrain'}",
-        *FINETUNE_BUDGET,
-        *runs,
+    training_stage("pretraining", "pretrain_vln.py", "vln_pretrain.yaml", "demo-pretrain", *PRETRAIN_BUDGET)
+    init = f"init={runs_dir / 'demo-pretrain'}"
+    training_stage(
+        "fine-tuning", "finetune_vln.py", "vln_finetune.yaml", "demo-finetune", init, *FINETUNE_BUDGET
     )
     eval_dirs = ["--out-dir", str(runs_dir / "demo-eval"), "--log-dir", str(runs_dir / "demo-eval")]
     checkpoint = ["--checkpoint", str(runs_dir / "demo-finetune")]
