@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
-    print(f"trained {result.steps} steps ({result.updates} updates); run directory: {run_dir}")
+    took = f" in {result.train_seconds / 60:.1f} min" if result.train_seconds is not None else ""
+    print(f"trained {result.steps} steps ({result.updates} updates){took}; run directory: {run_dir}")
     if result.last_eval_mean is not None:
         print(f"last evaluation: mean raw return {result.last_eval_mean:.1f}")
     print(f"watch it: tensorboard --logdir {run_dir.parent}")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,30 @@ def test_resume_is_bit_identical(tmp_path, extra):
         b = getattr(second.agent, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert torch.equal(straight.collector.obs, second.collector.obs)
+
+
+def test_training_time_adds_up_over_resumed_segments(tmp_path):
+    config = _config("total_steps=120")
+    first = DQNTrainer(config, tmp_path / "run", callbacks=[_stop_at(60)])
+    first_seconds = first.train().train_seconds
+    manager = CheckpointManager(tmp_path / "run" / "checkpoints")
+    assert first_seconds is not None and first_seconds > 0
+    assert manager.load()["train_seconds"] == pytest.approx(first_seconds, abs=0.5)
+
+    second = DQNTrainer(config, tmp_path / "run")
+    second.restore()
+    started = time.perf_counter()
+    total = second.train().train_seconds
+    assert first_seconds < total <= first_seconds + (time.perf_counter() - started)
+    assert manager.load()["step"] == 120 and manager.load()["train_seconds"] == pytest.approx(total, abs=0.5)
+
+    # A checkpoint written before the time was recorded: the run's total is unknown, not understated.
+    legacy = manager.load()
+    del legacy["train_seconds"]
+    torch.save(legacy, manager.latest())
+    third = DQNTrainer(_config("total_steps=130"), tmp_path / "run")
+    third.restore()
+    assert third.train().train_seconds is None
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -51,6 +51,9 @@ class TrainResult:
     episode_returns: list[float] = field(default_factory=list)
     last_eval_mean: float | None = None
     interrupted: bool = False
+    # Seconds in the training loop summed over every resumed segment up to the last checkpoint;
+    # None when the run started from a checkpoint written before this was recorded.
+    train_seconds: float | None = None
 
 
 def make_train_env(config: DQNConfig, device: torch.device) -> AtariVecEnv:
@@ -119,6 +122,8 @@ class DQNTrainer:
         self.clipped_finished: list[tuple[int, float]] = []
         self.stop_requested = False
         self.last_update_metrics: dict[str, float] = {}
+        self.train_seconds_before: float | None = 0.0  # earlier segments of a resumed run
+        self.segment_start: float | None = None
 
     # -- acting and storing -------------------------------------------------------------------
     def _policy(self, obs: torch.Tensor) -> torch.Tensor:
@@ -181,6 +186,7 @@ class DQNTrainer:
             total=c.total_steps, initial=self.collector.global_step, desc=f"DQN {c.env.game}", unit="step"
         )
         window_start = (time.perf_counter(), self.collector.global_step, self.agent.updates)
+        self.segment_start = window_start[0]
         next_log = self._next_multiple(c.log_every_steps)
         next_eval = self._next_multiple(c.eval.every_steps)
         next_checkpoint = self._next_multiple(c.checkpoint_every_steps)
@@ -208,6 +214,8 @@ class DQNTrainer:
                 signal.signal(sig, handler)
             bar.close()
         path = self.save_checkpoint()
+        train_seconds = self.train_seconds()
+        self.train_seconds_before, self.segment_start = train_seconds, None
         if self.stop_requested:
             print(
                 f"interrupted at step {self.collector.global_step}; checkpoint written to {path}", flush=True
@@ -223,7 +231,15 @@ class DQNTrainer:
             self.episode_returns,
             self.last_eval_mean,
             interrupted=self.stop_requested,
+            train_seconds=train_seconds,
         )
+
+    def train_seconds(self) -> float | None:
+        """Wall time spent in :meth:`train` so far, over all segments of the run (None: unknown)."""
+        if self.train_seconds_before is None:
+            return None
+        running = time.perf_counter() - self.segment_start if self.segment_start is not None else 0.0
+        return self.train_seconds_before + running
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         # Finish the current step so the checkpoint is consistent, then stop.
@@ -294,6 +310,7 @@ class DQNTrainer:
             "episode_returns": list(self.episode_returns),
             "clipped_running": self.clipped_running.cpu(),
             "last_eval_step": self.last_eval_step,
+            "train_seconds": self.train_seconds(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -322,6 +339,7 @@ class DQNTrainer:
         self.episode_returns = list(state["episode_returns"])
         self.clipped_running = state["clipped_running"].to(self.device)
         self.last_eval_step = int(state["last_eval_step"])
+        self.train_seconds_before = state.get("train_seconds")
         set_rng_state(state["rng"])
         self.generator.set_state(state["generator"])
         if self.collector.global_step != state["global_step"]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from agents.dqn.scores import reference_scores
 from envs.atari import resolve_game
 from runtime.bench import Figure, report
+from runtime.checkpoint import CheckpointManager, load_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -54,6 +55,8 @@ def _train_and_evaluate(
     with log_path.open("a") as log:
         subprocess.run(train, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
+    # A resumed run's own record covers its earlier processes too; this process's wall time does not.
+    recorded = load_file(CheckpointManager(run_dir / "checkpoints").latest()).get("train_seconds")
     out = runs_dir / f"{name}.eval.json"
     evaluate = [
         sys.executable,
@@ -70,7 +73,13 @@ def _train_and_evaluate(
     with log_path.open("a") as log:
         subprocess.run(evaluate, check=True, stdout=log, stderr=subprocess.STDOUT)
     result = json.loads(out.read_text())["results"][0]
-    return {"game": resolve_game(game), "seed": seed, "train_seconds": wall, **result}
+    return {
+        "game": resolve_game(game),
+        "seed": seed,
+        "train_seconds": recorded if recorded is not None else wall,
+        "train_seconds_whole_run": recorded is not None,
+        **result,
+    }
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
@@ -95,6 +104,11 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
             f"{r['game']} seed {r['seed']}: mean {r['mean']:.1f} (median {r['median']:.1f}, std {r['std']:.1f}, "
             f"{r['episodes']} episodes) | random {ref.random} | human {ref.human} | "
             f"HNS {r['human_normalized']:.3f} | train wall time {r['train_seconds'] / 60:.1f} min"
+            + (
+                ""
+                if r["train_seconds_whole_run"]
+                else " (last process only: older checkpoints lack the run's time)"
+            )
         )
         figures.append(
             Figure(
