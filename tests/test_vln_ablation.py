@@ -64,3 +64,46 @@ def test_vln_ablation_quick_runs_every_condition_and_reuses_finished_runs(tmp_pa
     assert {r["metric"]: r["value"] for r in again if "mean" in r["metric"]} == {
         m: r["value"] for m, r in metrics.items() if "mean" in m
     }
+
+
+def _record_synthesis(data: Path, config) -> None:
+    """The record ``synthesize`` leaves beside a split (options resolved the same way)."""
+    (data / "trajectories").mkdir(parents=True)
+    (data / f"R2R_{config.split_name}.json").write_text("[]")
+    options = {**config.plan_options(), "features": "cnn", "speaker": "digest"}
+    (data / "trajectories" / f"{config.split_name}.json").write_text(json.dumps({"options": options}))
+
+
+def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
+    from scripts.benchmarks.vln_ablation import ensure_synthetic, make_plan
+
+    greedy = make_plan(False, {"data": str(tmp_path), "work": str(tmp_path / "work")})
+    assert greedy.synthetic == "synthetic"
+    _record_synthesis(tmp_path, greedy.synthesis())
+    ensure_synthetic(greedy)  # same options: reused, no speaker trained
+
+    sampled = make_plan(
+        False, {"data": str(tmp_path), "work": str(tmp_path / "work"), "synth.decoding": "sample"}
+    )
+    with pytest.raises(
+        SystemExit, match=r"R2R_synthetic.json was synthesized with decoding='greedy' \(asked: 'sample'\)"
+    ):
+        ensure_synthetic(sampled)
+    assert not (tmp_path / "work" / "speaker").exists()
+
+
+def test_a_named_synthetic_split_feeds_augmentation_and_pretraining(tmp_path):
+    from agents.vln.finetune import FinetuneConfig
+    from runtime.config import load_config
+    from scripts.benchmarks.vln_ablation import finetune_overrides, make_plan, pretrain_config
+
+    plan = make_plan(False, {"data": str(tmp_path), "synth.split_name": "synthetic_sample"})
+    assert pretrain_config(plan).data.optional_sources == ["synthetic_sample"]
+    augment = load_config(
+        FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", finetune_overrides(plan, "b_augment", 0, None)
+    )
+    assert augment.data.augment_split == "synthetic_sample"
+    scratch = load_config(
+        FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", finetune_overrides(plan, "a_scratch", 0, None)
+    )
+    assert scratch.data.augment_split is None

@@ -24,7 +24,9 @@ side, default 2, each in its own process with one torch thread unless ``threads`
 logging to ``<work>/<condition>-s<seed>.log``), and stage overrides prefixed with
 ``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
 ``synth.new_houses=20``; by default synthesis labels 30,000 paths, in the train houses and 30 new
-ones, when the dataset has no ``R2R_synthetic.json`` yet). ``--quick`` runs the whole pipeline on
+ones, when the dataset has no ``R2R_synthetic.json`` yet). A synthetic split already in the dataset is
+reused only if it was synthesized with the requested options; ``synth.split_name=<name>`` (e.g. with
+``synth.decoding=sample``) writes and uses ``R2R_<name>.json`` beside it. ``--quick`` runs the whole pipeline on
 the ``tiny`` preset with random features and tiny budgets: a smoke test of the machinery, not a
 measurement of the recipe.
 """
@@ -55,7 +57,7 @@ from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
 from envs.nav.failures import CATEGORIES as FAILURES
 from envs.nav.failures import breakdown
 from envs.nav.features import build_features
-from pretrain.synthesis import SynthesisConfig, synthesize
+from pretrain.synthesis import SynthesisConfig, split_file, store_files, synthesize
 from pretrain.trainer import PretrainConfig, PretrainTrainer
 from runtime.bench import Figure, report
 from runtime.config import load_config
@@ -110,6 +112,14 @@ class Plan:
             base += [f"data_dir={self.data}", f"runs_dir={self.work}", f"data.features={self.features}"]
         budget = QUICK.get(name, []) if self.quick else FULL.get(name, [])
         return [*base, *budget, *self.overrides.get(name, []), *extra]
+
+    def synthesis(self) -> SynthesisConfig:
+        return load_config(SynthesisConfig, ROOT / "configs" / "vln_synthesize.yaml", self.stage("synth"))
+
+    @property
+    def synthetic(self) -> str:
+        """The split (b) trains on and (c) pretrains on."""
+        return self.synthesis().split_name
 
 
 def make_plan(quick: bool, options: dict[str, str]) -> Plan:
@@ -171,32 +181,54 @@ def ensure_world(plan: Plan) -> None:
 
 
 def ensure_synthetic(plan: Plan) -> None:
-    """Train the speaker and synthesize ``R2R_synthetic.json`` unless the dataset already has it."""
-    if (plan.data / "R2R_synthetic.json").is_file():
+    """Train the speaker and synthesize the synthetic split unless the dataset already has it."""
+    config = plan.synthesis()
+    if split_file(plan.data, config.split_name).is_file():
+        check_synthesis_options(plan.data, config)
         return
     speaker_dir = plan.work / "speaker"
     if not (speaker_dir / "best.pt").is_file():
         log("training the speaker")
-        config = load_config(
+        speaker = load_config(
             SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", plan.stage("speaker", "name=speaker")
         )
-        SpeakerTrainer(config, speaker_dir).train()
-    log("synthesizing instructions")
-    config = load_config(SynthesisConfig, ROOT / "configs" / "vln_synthesize.yaml", plan.stage("synth"))
+        SpeakerTrainer(speaker, speaker_dir).train()
+    log(f"synthesizing instructions ({config.decoding} decoding) into split {config.split_name!r}")
     synthesize(plan.data, speaker_dir, config, show_progress=not plan.quick)
+
+
+def check_synthesis_options(data: Path, config: SynthesisConfig) -> None:
+    """Refuse a synthetic split made with other options than the ones asked for (it would be mislabelled)."""
+    _, meta = store_files(data, config.split_name)
+    if not meta.is_file():
+        log(f"reusing split {config.split_name!r}: it has no synthesis record to check the options against")
+        return
+    recorded = json.loads(meta.read_text(encoding="utf-8")).get("options", {})
+    asked = config.plan_options()
+    if asked["features"] is None:  # the speaker's own features, which the record holds resolved
+        del asked["features"]
+    differ = {k: (recorded.get(k), v) for k, v in asked.items() if recorded.get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}={old!r} (asked: {new!r})" for k, (old, new) in sorted(differ.items()))
+        raise SystemExit(
+            f"vln-ablation: {split_file(data, config.split_name)} was synthesized with {detail}; pass "
+            "synth.split_name=<new name> to synthesize another split beside it, or delete it"
+        )
 
 
 def _finished(run_dir: Path, iterations: int) -> bool:
     return (run_dir / "checkpoints" / f"ckpt_{iterations:012d}.pt").is_file()
 
 
+def pretrain_config(plan: Plan) -> PretrainConfig:
+    """Condition (c)'s pretraining: human ``train`` + the synthetic split."""
+    extra = ["name=pretrain", "data.sources=[train]", f"data.optional_sources=[{plan.synthetic}]"]
+    return load_config(PretrainConfig, ROOT / "configs" / "vln_pretrain.yaml", plan.stage("pretrain", *extra))
+
+
 def pretrain(plan: Plan) -> tuple[Path, float]:
     """The pretrained follower of condition (c) and its samples/s (NaN when reused)."""
-    config = load_config(
-        PretrainConfig,
-        ROOT / "configs" / "vln_pretrain.yaml",
-        plan.stage("pretrain", "name=pretrain", "data.sources=[train]", "data.optional_sources=[synthetic]"),
-    )
+    config = pretrain_config(plan)
     run_dir = plan.work / "pretrain"
     if _finished(run_dir, config.iterations):
         return run_dir, float("nan")
@@ -212,20 +244,25 @@ def pretrain(plan: Plan) -> tuple[Path, float]:
     return run_dir, result.samples_per_second
 
 
+def finetune_overrides(plan: Plan, condition: str, seed: int, init: Path | None) -> list[str]:
+    """The config overrides of one fine-tuning run."""
+    extra = [f"name={condition}-s{seed}", f"seed={seed}"]
+    if plan.parallel > 1 and plan.threads == 0:
+        extra.append("torch_threads=1")  # runs side by side: one thread each, not oversubscribing the cores
+    if condition == "b_augment":
+        extra.append(f"data.augment_split={plan.synthetic}")
+    if init is not None:
+        extra.append(f"init={init}")
+    return plan.stage("finetune", *extra)
+
+
 def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
     """One fine-tuning run in its own process (``scripts/finetune_vln.py``); returns its directory.
 
     Its output goes to ``<work>/<condition>-s<seed>.log``; a run stopped midway is resumed.
     """
     name = f"{condition}-s{seed}"
-    extra = [f"name={name}", f"seed={seed}"]
-    if plan.parallel > 1 and plan.threads == 0:
-        extra.append("torch_threads=1")  # runs side by side: one thread each, not oversubscribing the cores
-    if condition == "b_augment":
-        extra.append("data.augment_split=synthetic")
-    if init is not None:
-        extra.append(f"init={init}")
-    overrides = plan.stage("finetune", *extra)
+    overrides = finetune_overrides(plan, condition, seed, init)
     config = load_config(FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", overrides)
     run_dir = plan.work / name
     if _finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
