@@ -14,7 +14,7 @@ import pytest
 
 from envs.nav.build import build_world, load_house, make_config
 from envs.nav.dataset import NavDataset, load_connectivity
-from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES, House, HouseConfig, generate_house
+from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES, House, HouseConfig, _door_on, generate_house
 from envs.nav.viewpoints import GraphConfig, build_viewpoint_graph
 from runtime.config import ConfigError
 
@@ -119,6 +119,20 @@ def test_house_json_round_trip_and_errors(tmp_path, houses):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         House.load(path)
+
+
+@pytest.mark.parametrize("lo, hi", [(1.0, 2.3951), (2.8, 4.3)])
+def test_door_fits_a_short_wall_piece(lo, hi):
+    # Pieces narrower than a door, between the corner margins: 0.8551 m, whose width rounded to
+    # 0.86 m would overrun it, and 0.96 m, which a 0.96 m door fills up to float error. Both used to
+    # fail house generation for some seeds.
+    config = HouseConfig()
+    margin = 0.15 + config.wall_thickness
+    for seed in range(20):
+        door = _door_on(np.random.default_rng(seed), 0, (0, 1), "y", 2.0, lo, hi, False, config)
+        assert door.width <= hi - lo - 2 * margin + 1e-9
+        assert lo + margin - 0.005 <= door.y - door.width / 2  # the position is rounded to 1 cm
+        assert door.y + door.width / 2 <= hi - margin + 0.005
 
 
 def test_house_config_validation():

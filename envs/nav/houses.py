@@ -528,7 +528,11 @@ def _door_on(
     if wide and rng.random() < 0.5 and room_for >= config.opening_width[0]:
         door_w = rng.uniform(config.opening_width[0], min(config.opening_width[1], room_for))
     door_w = round(min(door_w, room_for), 2)
-    pos = round(float(rng.uniform(lo + margin + door_w / 2, hi - margin - door_w / 2)), 2)
+    if door_w > room_for:  # rounding up must not push the door into the corner margins
+        door_w = math.floor(room_for * 100) / 100
+    low = lo + margin + door_w / 2
+    high = max(low, hi - margin - door_w / 2)  # a door filling the piece: equal up to float error
+    pos = round(float(rng.uniform(low, high)), 2)
     # axis "y" adjacency: the wall is at fixed x and runs along y.
     if axis == "y":
         return Door(index, rooms, fixed, pos, door_w, "y")
