@@ -198,7 +198,7 @@ def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="human split"):
         config(split_name="train")
     with pytest.raises(ValueError, match="greedy"):
-        config(decodes_per_path=2)
+        config(decoding="greedy", decodes_per_path=2)
     with pytest.raises(ValueError, match="beam_size"):
         config(decoding="beam", decodes_per_path=5, beam_size=4)
 

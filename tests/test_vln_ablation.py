@@ -77,18 +77,17 @@ def _record_synthesis(data: Path, config) -> None:
 def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
     from scripts.benchmarks.vln_ablation import ensure_synthetic, make_plan
 
-    greedy = make_plan(False, {"data": str(tmp_path), "work": str(tmp_path / "work")})
-    assert greedy.synthetic == "synthetic"
-    _record_synthesis(tmp_path, greedy.synthesis())
-    ensure_synthetic(greedy)  # same options: reused, no speaker trained
+    work = {"data": str(tmp_path), "work": str(tmp_path / "work")}
+    sampled = make_plan(False, work)
+    assert sampled.synthetic == "synthetic" and sampled.synthesis().decoding == "sample"
+    _record_synthesis(tmp_path, sampled.synthesis())
+    ensure_synthetic(sampled)  # same options: reused, no speaker trained
 
-    sampled = make_plan(
-        False, {"data": str(tmp_path), "work": str(tmp_path / "work"), "synth.decoding": "sample"}
-    )
+    greedy = make_plan(False, {**work, "synth.decoding": "greedy"})
     with pytest.raises(
-        SystemExit, match=r"R2R_synthetic.json was synthesized with decoding='greedy' \(asked: 'sample'\)"
+        SystemExit, match=r"R2R_synthetic.json was synthesized with decoding='sample' \(asked: 'greedy'\)"
     ):
-        ensure_synthetic(sampled)
+        ensure_synthetic(greedy)
     assert not (tmp_path / "work" / "speaker").exists()
 
 
