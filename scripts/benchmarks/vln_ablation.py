@@ -24,11 +24,11 @@ side, default 2, each in its own process with one torch thread unless ``threads`
 logging to ``<work>/<condition>-s<seed>.log``), and stage overrides prefixed with
 ``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
 ``synth.new_houses=20``; by default synthesis labels 30,000 paths, in the train houses and 30 new
-ones, with sampled speaker decoding, when the dataset has no ``R2R_synthetic.json`` yet). A synthetic split already in the dataset is
-reused only if it was synthesized with the requested options; ``synth.split_name=<name>`` (e.g. with
-``synth.decoding=greedy``) writes and uses ``R2R_<name>.json`` beside it. ``--quick`` runs the whole pipeline on
-the ``tiny`` preset with random features and tiny budgets: a smoke test of the machinery, not a
-measurement of the recipe.
+ones, with sampled speaker decoding, when the dataset has no ``R2R_synthetic.json`` yet). A synthetic
+split already in the dataset is reused only if it was synthesized with the requested options;
+``synth.split_name=<name>`` (e.g. with ``synth.decoding=greedy``) writes and uses ``R2R_<name>.json``
+beside it. ``--quick`` runs the whole pipeline on the ``tiny`` preset with random features and tiny
+budgets: a smoke test of the machinery, not a measurement of the recipe.
 """
 
 from __future__ import annotations
