@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.base import Observation, VecEnv, select_rows
+from lodestar.envs.base import Observation, VecEnv, select_rows
 
 PolicyOutput = torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
 Policy = Callable[[Observation], PolicyOutput]

@@ -1,8 +1,1 @@
-"""Environments: the vector-env protocol, Atari, the navigation world and simulator."""
-
-
-def register() -> None:
-    """Register the gymnasium ids (``Lodestar/Atari-v0``, ...); importing ``envs.gym_api`` does it too."""
-    from envs.gym_api import register as register_ids
-
-    register_ids()
+"""Environments: the vector-env protocol, Atari over ale-py, the gymnasium and SB3 faces, navigation."""

@@ -1,4 +1,4 @@
-"""Atari through ale-py's C++ vector env, behind the Lodestar :class:`~envs.base.VecEnv` protocol.
+"""Atari through ale-py's C++ vector env, behind the Lodestar :class:`~lodestar.envs.base.VecEnv` protocol.
 
 :class:`AtariVecEnv` runs ``ale_py.vector_env.AtariVectorEnv`` (emulators in C++ threads, preprocessing
 in C++) and hands back torch tensors on ``env.device``. The defaults are the ``ALE/<Game>-v5``
@@ -14,7 +14,7 @@ game keeps running.
 
 - ``final_obs``: last observation of the episode for rows that ended, the returned one elsewhere;
 - ``episode_return`` (float32, raw) / ``episode_length`` (int64, agent steps): non-zero where an
-  episode ended this step (the :class:`envs.base.EpisodeStatistics` convention, counted on the host);
+  episode ended this step (the :class:`lodestar.envs.base.EpisodeStatistics` convention, counted on the host);
 - ``lives`` (int32): lives left after this step (of the new episode where one started);
 - ``life_lost`` (bool): a life was lost this step and the game did not end;
 - ``episode_frame_number`` (int32): emulator frames elapsed in the current episode.
@@ -31,8 +31,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import StepResult, VecEnv
-from runtime.device import resolve_device
+from lodestar.envs.base import StepResult, VecEnv
+from lodestar.runtime.device import resolve_device
 
 if TYPE_CHECKING:
     from ale_py.vector_env import AtariVectorEnv

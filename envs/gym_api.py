@@ -12,7 +12,7 @@ imported) registers ``Lodestar/Atari-v0``; other protocol envs register with
 :func:`register_protocol_env`. Registration imports no emulator: factories are ``"module:attr"``
 strings loaded when an env is made. Example::
 
-    import envs.gym_api  # registers the ids
+    import lodestar.envs.gym_api  # registers the ids
     env = gymnasium.make("Lodestar/Atari-v0", game="Pong")
     vec = gymnasium.make_vec("Lodestar/Atari-v0", num_envs=8, game="Pong")   # one batched AtariVecEnv
     vec = gymnasium.make_vec("Lodestar/Atari-v0", num_envs=2, vectorization_mode="sync", game="Pong")
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from gymnasium.envs.registration import load_env_creator
 
-from envs.base import AUTORESET_MODE, Observation, VecEnv
+from lodestar.envs.base import AUTORESET_MODE, Observation, VecEnv
 
 ATARI_ID = "Lodestar/Atari-v0"
 VecEnvFactory = Callable[..., VecEnv]
@@ -214,9 +214,9 @@ NAV_ID = "Lodestar/Nav-v0"
 def register() -> None:
     """Register every Lodestar gymnasium id (idempotent)."""
     # The gymnasium faces hand out numpy arrays, so the emulator output stays on the host.
-    register_protocol_env(ATARI_ID, "envs.atari:AtariVecEnv", {"device": "cpu"})
+    register_protocol_env(ATARI_ID, "lodestar.envs.atari:AtariVecEnv", {"device": "cpu"})
     # gymnasium.make("Lodestar/Nav-v0", dataset="data/nav/small", split="train", features="cnn")
-    register_protocol_env(NAV_ID, "envs.nav.simulator:NavVecEnv", {"device": "cpu"})
+    register_protocol_env(NAV_ID, "lodestar.envs.nav.sim.env:NavVecEnv", {"device": "cpu"})
 
 
 register()

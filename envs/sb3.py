@@ -28,12 +28,12 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv as SB3VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.base import VecEnv
-from envs.gym_api import as_space, to_numpy, to_tensor
+from lodestar.envs.base import VecEnv
+from lodestar.envs.gym_api import as_space, to_numpy, to_tensor
 
 
 class SB3VecEnvAdapter(SB3VecEnv):
-    """Present a protocol :class:`envs.base.VecEnv` as an SB3 ``VecEnv``."""
+    """Present a protocol :class:`lodestar.envs.base.VecEnv` as an SB3 ``VecEnv``."""
 
     def __init__(self, env: VecEnv) -> None:
         self.env = env
@@ -122,5 +122,5 @@ class SB3VecEnvAdapter(SB3VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         raise NotImplementedError(
             f"{type(self.env).__name__} cannot render; for Atari videos use "
-            "gymnasium.make(envs.atari.atari_env_id(game), render_mode='rgb_array')"
+            "gymnasium.make(lodestar.envs.atari.atari_env_id(game), render_mode='rgb_array')"
         )

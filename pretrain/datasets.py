@@ -3,8 +3,8 @@
 A triplet is one instruction, the route it describes and the action taken at every step of that
 route. Triplets come from the human ``train`` split and from any number of speaker-synthesized R2R
 files (``R2R_synthetic.json`` written by ``scripts/synthesize.py``); routes are featurized by
-:class:`agents.vln.trajectories.PathFeaturizer` and candidates are built as the simulator builds
-them (:mod:`agents.vln.observations`), so what pretraining sees is what fine-tuning sees.
+:class:`lodestar.agents.vln.trajectories.PathFeaturizer` and candidates are built as the simulator builds
+them (:mod:`lodestar.agents.vln.observations`), so what pretraining sees is what fine-tuning sees.
 
 A batch carries the inputs of both objectives:
 
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from agents.vln.observations import StepInputs, step_inputs
-from agents.vln.trajectories import InstructionSet, PathFeaturizer
-from envs.nav.dataset import Episode, NavDataError, NavDataset, load_r2r, validate_episodes
-from envs.nav.tokenizer import SPECIAL_TOKENS, Vocab
+from lodestar.agents.vln.observations import StepInputs, step_inputs
+from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.r2r import Episode, load_r2r, validate_episodes
+from lodestar.envs.nav.data.tokenizer import SPECIAL_TOKENS, Vocab
 
 IGNORE_INDEX = -100
 

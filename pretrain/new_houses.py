@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.nav.build import GENERATOR_VERSION, BuildConfig, HouseResult, build_house, house_path
-from envs.nav.dataset import NavDataError, connectivity_path, list_scans, write_connectivity, write_scans
-from runtime.config import ConfigError, from_dict
-from runtime.progress import progress
+from lodestar.envs.nav.data.connectivity import connectivity_path, list_scans, write_connectivity, write_scans
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.world.build import GENERATOR_VERSION, BuildConfig, HouseResult, build_house, house_path
+from lodestar.runtime.config import ConfigError, from_dict
+from lodestar.runtime.progress import progress
 
 FeatureBuilder = Callable[[Path, str], None]
 
@@ -121,6 +122,6 @@ def add_houses(root: str | Path, count: int, seed: int = 0, show_progress: bool 
 
 def build_world_features(root: Path, name: str) -> None:
     """Render and encode features for every scan lacking them (the perception feature builder)."""
-    from envs.nav.features import build_features
+    from lodestar.envs.nav.perception.features import build_features
 
     build_features(root, name)

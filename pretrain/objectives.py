@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.vln.follower import CrossModalLayer, Follower
-from pretrain.datasets import IGNORE_INDEX, PretrainBatch
+from lodestar.agents.vln.follower import CrossModalLayer, Follower
+from lodestar.pretrain.datasets import IGNORE_INDEX, PretrainBatch
 
 
 @dataclass

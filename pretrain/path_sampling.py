@@ -1,6 +1,6 @@
 """Sampling R2R-rule paths for speaker synthesis.
 
-A path follows the R2R rules of the world generator (:mod:`envs.nav.episodes`): it is the graph's
+A path follows the R2R rules of the world generator (:mod:`lodestar.envs.nav.world.episodes`): it is the graph's
 shortest path between its ends, has 4-6 edges and is at least 5 m long. Paths whose start/goal pair
 (in either direction) is already used by a human-annotated episode are taken only after every fresh
 pair is used up, so synthetic data is distinct from the human data where the houses allow it.
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.nav.dataset import Episode
-from envs.nav.episodes import PathConfig, candidate_pairs, hop_counts, make_episode
-from envs.nav.graph import NavGraph
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.world.episodes import PathConfig, candidate_pairs, hop_counts, make_episode
 
 
 @dataclass(frozen=True)

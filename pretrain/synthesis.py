@@ -4,7 +4,7 @@
 
 - ``<data>/R2R_<split>.json`` (default split ``synthetic``): R2R episodes, ``decodes_per_path``
   instructions each, path ids from ``path_id_offset`` on so they never clash with human ids;
-- ``<data>/trajectories/<split>.pt``: a :class:`replay.trajectory.TrajectoryStore` with one episode
+- ``<data>/trajectories/<split>.pt``: a :class:`lodestar.replay.trajectory.TrajectoryStore` with one episode
   per (path, instruction): the instruction tokens (``<BOS> ... <EOS>``), the global viewpoint index
   of each step and the action taken there (candidate slot in graph order, ``max_degree`` = STOP),
   plus a ``headings`` per-step extra;
@@ -36,17 +36,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from agents.vln.speaker import DECODING_MODES, SpeakerBundle, load_speaker
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import Episode, NavDataset, write_r2r
-from envs.nav.episodes import SPLITS
-from envs.nav.tokenizer import Vocab
-from pretrain.new_houses import add_houses, build_world_features
-from pretrain.path_sampling import PlannedPath, plan_paths, used_pairs
-from replay.trajectory import TrajectoryStore
-from runtime.checkpoint import atomic_save, load_file
-from runtime.device import resolve_device
-from runtime.progress import progress
+from lodestar.agents.vln.speaker import DECODING_MODES, SpeakerBundle, load_speaker
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import Episode, write_r2r
+from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.envs.nav.world.episodes import SPLITS
+from lodestar.pretrain.new_houses import add_houses, build_world_features
+from lodestar.pretrain.path_sampling import PlannedPath, plan_paths, used_pairs
+from lodestar.replay.trajectory import TrajectoryStore
+from lodestar.runtime.checkpoint import atomic_save, load_file
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.progress import progress
 
 PLAN_FILE = "plan.json"
 

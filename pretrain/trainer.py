@@ -11,7 +11,7 @@ Rank 0 logs to TensorBoard, evaluates (MLM and action accuracy on the evaluation
 checkpoints; every checkpoint holds the follower as a self-contained bundle (``"follower"`` key) for
 fine-tuning. Resume restores parameters, optimizer, schedule, iteration and every rank's RNG state.
 The loop around the update (periodic log, evaluation and checkpoint; Ctrl-C) is the one every
-trainer shares, :class:`runtime.training.IterationTrainer`.
+trainer shares, :class:`lodestar.runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from agents.vln.distributed import init_distributed
-from agents.vln.follower import Follower, FollowerBundle, FollowerConfig
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset
-from pretrain.datasets import MaskingConfig, TripletDataset, load_episode_sources
-from pretrain.objectives import ObjectiveConfig, PretrainModel
-from runtime.checkpoint import restore_module
-from runtime.config import to_dict
-from runtime.logger import RunLogger
-from runtime.seeding import rng_state, seed_everything, set_rng_state
-from runtime.training import IterationTrainer, RunResult, Span
-from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
+from lodestar.agents.vln.distributed import init_distributed
+from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfig
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.pretrain.datasets import MaskingConfig, TripletDataset, load_episode_sources
+from lodestar.pretrain.objectives import ObjectiveConfig, PretrainModel
+from lodestar.runtime.checkpoint import restore_module
+from lodestar.runtime.config import to_dict
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
+from lodestar.runtime.training import IterationTrainer, RunResult, Span
+from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass

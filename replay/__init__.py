@@ -9,14 +9,14 @@
 - :class:`TrajectoryStore`: variable-length navigation episodes, padded into batches with masks.
 """
 
-from replay.buffer import ReplayBatch, ReplayBuffer
-from replay.frames import FrameStackStorage
-from replay.nstep import fold_nstep, ready_in_window
-from replay.samplers import PrioritizedSampler, Sampler, UniformSampler
-from replay.storage import TensorStorage
-from replay.sum_tree import SumTree
-from replay.trajectory import TrajectoryBatch, TrajectoryStore
-from replay.writer import StreamWriter
+from lodestar.replay.buffer import ReplayBatch, ReplayBuffer
+from lodestar.replay.frames import FrameStackStorage
+from lodestar.replay.nstep import fold_nstep, ready_in_window
+from lodestar.replay.samplers import PrioritizedSampler, Sampler, UniformSampler
+from lodestar.replay.storage import TensorStorage
+from lodestar.replay.sum_tree import SumTree
+from lodestar.replay.trajectory import TrajectoryBatch, TrajectoryStore
+from lodestar.replay.writer import StreamWriter
 
 __all__ = [
     "FrameStackStorage",

@@ -4,8 +4,8 @@
 ``index = row * num_envs + env``. Each stream keeps its own episode boundaries, so n-step windows and
 frame stacks never mix streams or episodes. A transition becomes sampleable once its n-step window is
 complete or ends inside the stored steps; the newest ``n - 1`` steps of a running episode wait
-(:class:`~replay.writer.StreamWriter`). n-step returns are folded at sample time
-(:func:`~replay.nstep.fold_nstep`).
+(:class:`~lodestar.replay.writer.StreamWriter`). n-step returns are folded at sample time
+(:func:`~lodestar.replay.nstep.fold_nstep`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from replay.frames import FrameStackStorage
-from replay.nstep import fold_nstep
-from replay.samplers import PrioritizedSampler, Sampler, UniformSampler
-from replay.storage import TensorStorage
-from replay.writer import StreamWriter
-from runtime.checkpoint import atomic_save, load_file
-from runtime.device import resolve_device
+from lodestar.replay.frames import FrameStackStorage
+from lodestar.replay.nstep import fold_nstep
+from lodestar.replay.samplers import PrioritizedSampler, Sampler, UniformSampler
+from lodestar.replay.storage import TensorStorage
+from lodestar.replay.writer import StreamWriter
+from lodestar.runtime.checkpoint import atomic_save, load_file
+from lodestar.runtime.device import resolve_device
 
 FORMAT = "lodestar.replay/1"
 
@@ -46,7 +46,7 @@ class ReplayBuffer:
 
     ``frame_stack=None`` stores whole ``obs`` and ``next_obs`` per transition; ``frame_stack=k`` expects
     ``obs_shape == (k, *frame_shape)`` stacks and stores each frame once per stream
-    (:class:`~replay.frames.FrameStackStorage`). ``capacity`` counts transitions over all streams and
+    (:class:`~lodestar.replay.frames.FrameStackStorage`). ``capacity`` counts transitions over all streams and
     must be a multiple of ``num_envs``.
     """
 

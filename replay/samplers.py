@@ -6,7 +6,7 @@ slot is overwritten); ``sample`` draws only among those. Samplers draw with repl
 
 - :class:`UniformSampler`: every sampleable item equally likely, weights all one.
 - :class:`PrioritizedSampler`: proportional prioritized replay (Schaul et al., 2016) on a
-  :class:`~replay.sum_tree.SumTree`: ``P(i) = p_i^alpha / sum_k p_k^alpha``, importance weights
+  :class:`~lodestar.replay.sum_tree.SumTree`: ``P(i) = p_i^alpha / sum_k p_k^alpha``, importance weights
   ``(N * P(i))^-beta`` divided by their maximum over all sampleable items, and newly enabled items get
   the largest priority seen so far.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from replay.sum_tree import SumTree
+from lodestar.replay.sum_tree import SumTree
 
 
 class Sampler:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from runtime.checkpoint import atomic_save, load_file
+from lodestar.runtime.checkpoint import atomic_save, load_file
 
 FORMAT = "lodestar.trajectories/1"
 

@@ -9,7 +9,7 @@ circularly) and then:
   that is not the stream's previous ``next_obs``, e.g. after a manual reset); an unannounced break
   ends the previous transition's n-step chain like a truncation;
 - enables the transitions whose n-step window became complete or ends in a stop
-  (:func:`~replay.nstep.ready_in_window`);
+  (:func:`~lodestar.replay.nstep.ready_in_window`);
 - with frame storage, disables each stream's oldest transitions whose frames the ring overwrote.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from replay.frames import FrameStackStorage
-from replay.nstep import ready_in_window
-from replay.samplers import Sampler
-from replay.storage import TensorStorage
+from lodestar.replay.frames import FrameStackStorage
+from lodestar.replay.nstep import ready_in_window
+from lodestar.replay.samplers import Sampler
+from lodestar.replay.storage import TensorStorage
 
 
 class StreamWriter:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from runtime.checkpoint import CheckpointError
-from runtime.config import ConfigError, load_config
-from runtime.training import TrainingDiverged
+from lodestar.runtime.checkpoint import CheckpointError
+from lodestar.runtime.config import ConfigError, load_config
+from lodestar.runtime.training import TrainingDiverged
 
 # Errors that mean "the user's input is wrong": printed as one clear line, not a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -28,12 +28,12 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from runtime.checkpoint import CheckpointManager, check_config_matches
-from runtime.config import save_config, to_dict, to_yaml
-from runtime.device import resolve_device
-from runtime.logger import RunLogger
-from runtime.progress import progress
-from runtime.seeding import seed_everything
+from lodestar.runtime.checkpoint import CheckpointManager, check_config_matches
+from lodestar.runtime.config import save_config, to_dict, to_yaml
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.progress import progress
+from lodestar.runtime.seeding import seed_everything
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -9,9 +9,7 @@ import argparse
 import importlib
 import sys
 
-import _bootstrap  # noqa: F401
-
-from scripts.benchmarks import BENCHMARKS
+from benchmarks import BENCHMARKS
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

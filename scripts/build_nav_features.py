@@ -6,7 +6,7 @@
 Writes ``<data>/features/<name>.hdf5`` (keys ``<scan>_<viewpoint>`` -> float16 ``[36, D]``),
 ``<data>/features/<name>_summary.json`` and, for CNN features, ``<data>/features/encoder.pt`` (reused
 when present: delete it to retrain). An interrupted build resumes where it stopped. Overrides use the
-keys of ``envs.nav.features.FeatureConfig``, e.g. ``encoder.epochs=2 encoder.train_views=4000
+keys of ``lodestar.envs.nav.perception.features.FeatureConfig``, e.g. ``encoder.epochs=2 encoder.train_views=4000
 batch_viewpoints=16``.
 """
 
@@ -16,12 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
 import torch
 
-from envs.nav.features import FEATURE_KINDS, FeatureConfig, build_features
-from runtime.cli import run_main
-from runtime.config import load_config
+from lodestar.envs.nav.perception.features import FEATURE_KINDS, FeatureConfig, build_features
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.config import load_config
 
 
 def main(argv: list[str] | None = None) -> int:

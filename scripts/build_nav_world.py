@@ -7,7 +7,7 @@ After the world, the view features are built (``features/<cnn|oracle>.hdf5``: re
 encoded by the trained view encoder, or the oracle semantic descriptors); ``--features none``
 skips that step.
 
-Overrides use the keys of ``envs.nav.build.BuildConfig``, e.g. ``train_houses=20 house.max_rooms=8
+Overrides use the keys of ``lodestar.envs.nav.world.build.BuildConfig``, e.g. ``train_houses=20 house.max_rooms=8
 graph.spacing=2.5 workers=2``. Rebuilding an existing directory with the same settings keeps it as it
 is; a directory holding a different dataset is only replaced with ``--overwrite``.
 """
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from envs.nav.build import PRESETS, build_world, make_config
-from envs.nav.features import FeatureConfig, build_features
-from runtime.cli import run_main
+from lodestar.envs.nav.perception.features import FeatureConfig, build_features
+from lodestar.envs.nav.world.build import PRESETS, build_world, make_config
+from lodestar.runtime.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:

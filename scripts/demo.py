@@ -20,12 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from agents.dqn.config import DQNConfig
-from agents.dqn.trainer import DQNTrainer
-from runtime.cli import run_main
-from runtime.config import load_config
+from lodestar.agents.dqn.config import DQNConfig
+from lodestar.agents.dqn.trainer import DQNTrainer
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,15 +18,14 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
 import numpy as np
 
-from agents.dqn.evaluation import evaluate, load_agent, record_video
-from agents.dqn.scores import aggregate_with_ci, human_normalized
-from envs.atari import resolve_game
-from runtime.cli import run_main
-from runtime.device import resolve_device
-from runtime.logger import encode_gif
+from lodestar.agents.dqn.evaluation import evaluate, load_agent, record_video
+from lodestar.agents.dqn.scores import aggregate_with_ci, human_normalized
+from lodestar.envs.atari import resolve_game
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.logger import encode_gif
 
 
 def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> dict:

@@ -13,11 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from envs.nav.dataset import NavDataset
-from envs.nav.metrics import METRIC_KEYS, SUCCESS_DISTANCE, evaluate_split, format_table
-from runtime.cli import run_main
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.eval.metrics import METRIC_KEYS, SUCCESS_DISTANCE, evaluate_split, format_table
+from lodestar.runtime.cli import run_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 
 ``--checkpoint`` takes a ``best.pt``, a run checkpoint (``checkpoints/ckpt_*.pt``, fine-tuning or
 pretraining) or a run directory. For each split every instruction is run once; NE, SR, OSR, TL, SPL,
-nDTW, SDTW and CLS are printed with the failure breakdown of :mod:`envs.nav.failures` (``--json``: one
+nDTW, SDTW and CLS are printed with the failure breakdown of :mod:`lodestar.envs.nav.eval.failures` (``--json``: one
 JSON object ``{split: {metric: value}, "failures": {split: {category: fraction}}}`` with rates as
 fractions), the R2R submission is written to ``<out-dir>/submit_<split>.json`` (scored identically by
 ``scripts/evaluate_nav.py``), and metrics, top-down maps and first-person GIFs of ``--log-episodes``
@@ -19,17 +19,21 @@ import argparse
 import json
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
 import torch
 
-from agents.vln.evaluate import evaluate_follower, log_sample_episodes, make_eval_env, write_submission
-from agents.vln.follower import load_follower
-from envs.nav.dataset import NavDataset
-from envs.nav.failures import breakdown, format_breakdown
-from envs.nav.metrics import METRIC_KEYS, format_table
-from runtime.cli import run_main
-from runtime.device import resolve_device
-from runtime.logger import RunLogger
+from lodestar.agents.vln.evaluate import (
+    evaluate_follower,
+    log_sample_episodes,
+    make_eval_env,
+    write_submission,
+)
+from lodestar.agents.vln.follower import load_follower
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.eval.failures import breakdown, format_breakdown
+from lodestar.envs.nav.eval.metrics import METRIC_KEYS, format_table
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.logger import RunLogger
 
 
 def default_run_dir(checkpoint: Path) -> Path:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(
                         format_breakdown(
-                            failures[split], f"{split}: where episodes end (envs/nav/failures.py)"
+                            failures[split], f"{split}: where episodes end (envs/nav/eval/failures.py)"
                         )
                     )
                 print(f"submission: {path}")

@@ -13,12 +13,10 @@ checkpoints and the best follower (``best.pt``, by ``select_metric`` on ``select
 
 from __future__ import annotations
 
-import _bootstrap  # noqa: F401
-
-from agents.vln.distributed import Distributed
-from agents.vln.finetune import FinetuneConfig, FinetuneTrainer
-from runtime.cli import resolve_run, run_main, training_parser
-from runtime.training import train_run
+from lodestar.agents.vln.distributed import Distributed
+from lodestar.agents.vln.finetune import FinetuneConfig, FinetuneTrainer
+from lodestar.runtime.cli import resolve_run, run_main, training_parser
+from lodestar.runtime.training import train_run
 
 
 def _name_prefix(config: FinetuneConfig) -> str:

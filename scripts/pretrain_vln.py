@@ -11,12 +11,10 @@ checkpoint holds the follower for ``scripts/finetune_vln.py init=runs/<name>``.
 
 from __future__ import annotations
 
-import _bootstrap  # noqa: F401
-
-from agents.vln.distributed import Distributed
-from pretrain.trainer import PretrainConfig, PretrainTrainer
-from runtime.cli import resolve_run, run_main, training_parser
-from runtime.training import train_run
+from lodestar.agents.vln.distributed import Distributed
+from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer
+from lodestar.runtime.cli import resolve_run, run_main, training_parser
+from lodestar.runtime.training import train_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,15 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
 from PIL import Image
 
-from envs.nav.build import load_house
-from envs.nav.dataset import Episode, NavDataset
-from envs.nav.metrics import load_predictions
-from envs.nav.viz import episode_frames, episode_text, top_down_map
-from runtime.cli import run_main
-from runtime.logger import encode_gif
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.eval.metrics import load_predictions
+from lodestar.envs.nav.perception.viz import episode_frames, episode_text, top_down_map
+from lodestar.envs.nav.world.build import load_house
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.logger import encode_gif
 
 SUFFIXES = (".png", ".gif")
 

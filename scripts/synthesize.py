@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import _bootstrap  # noqa: F401
-
-from pretrain.synthesis import SynthesisConfig, synthesize
-from runtime.cli import run_main
-from runtime.config import load_config
+from lodestar.pretrain.synthesis import SynthesisConfig, synthesize
+from lodestar.runtime.cli import run_main
+from lodestar.runtime.config import load_config
 
 FLAGS = {
     "paths": "paths",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import sys
 
-import _bootstrap  # noqa: F401
-
-from agents.dqn.config import DQNConfig
-from agents.dqn.trainer import DQNTrainer, TrainingDiverged
-from runtime.cli import DIVERGED_EXIT_CODE, resolve_run, run_main, training_parser
+from lodestar.agents.dqn.config import DQNConfig
+from lodestar.agents.dqn.trainer import DQNTrainer, TrainingDiverged
+from lodestar.runtime.cli import DIVERGED_EXIT_CODE, resolve_run, run_main, training_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,9 @@ speaker (``best.pt``, by val_unseen BLEU-4) go to ``runs/<name>/``.
 
 from __future__ import annotations
 
-import _bootstrap  # noqa: F401
-
-from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
-from runtime.cli import resolve_run, run_main, training_parser
-from runtime.training import train_run
+from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
+from lodestar.runtime.cli import resolve_run, run_main, training_parser
+from lodestar.runtime.training import train_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.base import EpisodeStatistics, StepResult, VecEnv
+from lodestar.envs.base import EpisodeStatistics, StepResult, VecEnv
 
 
 class CountdownEnv(VecEnv):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.nav.build import build_world, make_config
-from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.features import feature_key, write_features_hdf5
+from lodestar.envs.nav.world.build import build_world, make_config
 
 FEATURE_NAME = "random"
 FEATURE_DIM = 16

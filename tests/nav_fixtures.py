@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.nav.graph import NavGraph
-from scripts.benchmarks.nav_sim import write_synthetic_dataset
+from benchmarks.nav_sim import write_synthetic_dataset
+from lodestar.envs.nav.data.graph import NavGraph
 
 FEATURE_DIM = 8
 

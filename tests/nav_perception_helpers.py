@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from envs.nav.build import build_world, make_config
-from envs.nav.features import FeatureConfig
-from envs.nav.view_encoder import EncoderConfig
+from lodestar.envs.nav.perception.features import FeatureConfig
+from lodestar.envs.nav.perception.view_encoder import EncoderConfig
+from lodestar.envs.nav.world.build import build_world, make_config
 
 
 def small_world(root: Path) -> Path:

@@ -9,9 +9,10 @@ import h5py
 import numpy as np
 import torch
 
-from agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
-from envs.nav.build import build_world, make_config
-from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
+from lodestar.agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.features import feature_key, write_features_hdf5
+from lodestar.envs.nav.world.build import build_world, make_config
 
 FEATURES = "rand"
 FEATURE_DIM = 8

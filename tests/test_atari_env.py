@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.atari import AtariVecEnv, atari_env_id, resolve_game
+from lodestar.envs.atari import AtariVecEnv, atari_env_id, resolve_game
 
 
 def _random_actions(env: AtariVecEnv, generator: torch.Generator) -> torch.Tensor:
@@ -282,7 +282,7 @@ def test_cuda_observations_match_cpu() -> None:
 def test_cuda_packing_round_trips_every_dtype() -> None:
     # The CUDA path packs all step arrays into one byte buffer for a single host-to-device copy;
     # its packing and typed views are plain CPU code, checked here without a GPU.
-    from envs.atari import _byte_layout, _pack, _unpack
+    from lodestar.envs.atari import _byte_layout, _pack, _unpack
 
     rng = np.random.default_rng(0)
     arrays = {

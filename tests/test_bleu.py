@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agents.vln.bleu import References, corpus_bleu, corpus_bleu_text, ngrams
+from lodestar.agents.vln.bleu import References, corpus_bleu, corpus_bleu_text, ngrams
 
 
 def test_identical_hypotheses_score_one():

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime import checkpoint as ckpt
-from runtime.checkpoint import CheckpointError, CheckpointManager, check_config_matches, restore_module
+from lodestar.runtime import checkpoint as ckpt
+from lodestar.runtime.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_config_matches,
+    restore_module,
+)
 
 
 def _state(value: float) -> dict:

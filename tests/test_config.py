@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from runtime.config import ConfigError, from_dict, load_config, to_dict
+from lodestar.runtime.config import ConfigError, from_dict, load_config, to_dict
 
 
 @dataclass

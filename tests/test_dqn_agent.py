@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from agents.dqn.agent import DQNAgent, linear_schedule, random_shift
-from agents.dqn.config import AgentConfig
+from lodestar.agents.dqn.agent import DQNAgent, linear_schedule, random_shift
+from lodestar.agents.dqn.config import AgentConfig
 
 
 @dataclass

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.dqn import evaluation
-from agents.dqn.config import DQNConfig
-from agents.dqn.trainer import DQNTrainer
-from runtime.config import load_config
+from lodestar.agents.dqn import evaluation
+from lodestar.agents.dqn.config import DQNConfig
+from lodestar.agents.dqn.trainer import DQNTrainer
+from lodestar.runtime.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.dqn.scores import aggregate_with_ci, human_normalized, interquartile_mean, reference_scores
+from lodestar.agents.dqn.scores import (
+    aggregate_with_ci,
+    human_normalized,
+    interquartile_mean,
+    reference_scores,
+)
 
 
 def test_reference_table_and_hns():

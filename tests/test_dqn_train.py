@@ -13,11 +13,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.dqn import evaluation
-from agents.dqn.config import DQNConfig
-from agents.dqn.trainer import DQNTrainer, TrainingDiverged
-from runtime.checkpoint import CheckpointManager
-from runtime.config import load_config
+from lodestar.agents.dqn import evaluation
+from lodestar.agents.dqn.config import DQNConfig
+from lodestar.agents.dqn.trainer import DQNTrainer, TrainingDiverged
+from lodestar.runtime.checkpoint import CheckpointManager
+from lodestar.runtime.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.vln.evaluate import evaluate_follower, make_eval_env
-from agents.vln.follower import Follower, FollowerBundle, FollowerConfig
-from envs.nav.dataset import NavDataset
-from envs.nav.failures import CATEGORIES
-from envs.nav.metrics import load_predictions
+from lodestar.agents.vln.evaluate import evaluate_follower, make_eval_env
+from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfig
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.eval.failures import CATEGORIES
+from lodestar.envs.nav.eval.metrics import load_predictions
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_submission_scores_identically_with_the_metrics_command(data_dir, checkp
 
 
 def test_greedy_evaluation_is_deterministic_and_independent_of_batching(data_dir, checkpoint):
-    from agents.vln.follower import load_follower
+    from lodestar.agents.vln.follower import load_follower
 
     bundle = load_follower(checkpoint)
     dataset = NavDataset(data_dir)
@@ -115,8 +115,8 @@ def test_greedy_evaluation_is_deterministic_and_independent_of_batching(data_dir
 
 
 def test_hidden_goal_split_is_run_but_not_scored(data_dir, checkpoint, tmp_path):
-    from agents.vln.evaluate import write_submission
-    from agents.vln.follower import load_follower
+    from lodestar.agents.vln.evaluate import write_submission
+    from lodestar.agents.vln.follower import load_follower
 
     dataset = NavDataset(data_dir)
     hidden = [

@@ -10,17 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.rollout import RolloutCollector
-from agents.vln.dagger import DaggerWriter, replay_inputs
-from agents.vln.finetune import FinetuneConfig, FinetuneTrainer, TrainingDiverged, generalized_advantages
-from agents.vln.follower import Follower, FollowerBundle, FollowerConfig, FollowerPolicy
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset
-from envs.nav.simulator import NavVecEnv
-from pretrain.trainer import PretrainConfig, PretrainTrainer
-from replay.trajectory import TrajectoryStore
-from runtime.checkpoint import CheckpointError
-from runtime.config import load_config
+from lodestar.agents.rollout import RolloutCollector
+from lodestar.agents.vln.dagger import DaggerWriter, replay_inputs
+from lodestar.agents.vln.finetune import (
+    FinetuneConfig,
+    FinetuneTrainer,
+    TrainingDiverged,
+    generalized_advantages,
+)
+from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfig, FollowerPolicy
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer
+from lodestar.replay.trajectory import TrajectoryStore
+from lodestar.runtime.checkpoint import CheckpointError
+from lodestar.runtime.config import load_config
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,8 +272,8 @@ def test_interrupt_writes_a_checkpoint(data_dir, tmp_path):
     ("truncation", "expected"), [("stop", (3.25 + 2.5) / 2), ("bootstrap", (2.017 + 1.13) / 2)]
 )
 def test_truncated_episodes_are_scored_where_they_end(data_dir, tmp_path, truncation, expected):
-    from agents.rollout import Rollout
-    from agents.vln.finetune import ReplayedRollout
+    from lodestar.agents.rollout import Rollout
+    from lodestar.agents.vln.finetune import ReplayedRollout
 
     overrides = ("iterations=1", "learn.gamma=0.9", "learn.gae_lambda=1.0", f"learn.truncation={truncation}")
     trainer = FinetuneTrainer(_config(data_dir, tmp_path, *overrides), tmp_path / truncation)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.rollout import RolloutCollector
-from agents.vln.evaluate import evaluate_follower, make_eval_env
-from agents.vln.finetune import replay_rollout
-from agents.vln.follower import (
+from lodestar.agents.rollout import RolloutCollector
+from lodestar.agents.vln.evaluate import evaluate_follower, make_eval_env
+from lodestar.agents.vln.finetune import replay_rollout
+from lodestar.agents.vln.follower import (
     NEG_INF,
     Follower,
     FollowerBundle,
@@ -18,11 +18,11 @@ from agents.vln.follower import (
     FollowerPolicy,
     load_follower,
 )
-from agents.vln.observations import step_inputs
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset
-from envs.nav.simulator import NavVecEnv
-from runtime.checkpoint import CheckpointError
+from lodestar.agents.vln.observations import step_inputs
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.runtime.checkpoint import CheckpointError
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
 TINY = FollowerConfig(

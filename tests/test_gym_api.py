@@ -10,8 +10,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from envs.base import StepResult, VecEnv
-from envs.gym_api import ATARI_ID, GymEnv, GymVectorEnv, register, register_protocol_env
+from lodestar.envs.base import StepResult, VecEnv
+from lodestar.envs.gym_api import ATARI_ID, GymEnv, GymVectorEnv, register, register_protocol_env
 from tests.countdown_env import CountdownEnv
 
 

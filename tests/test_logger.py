@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runtime.logger import RunLogger, encode_gif
+from lodestar.runtime.logger import RunLogger, encode_gif
 
 
 def test_event_file_holds_scalars_text_image_histogram_and_gif(tmp_path):

@@ -9,22 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.nav.dataset import (
-    Episode,
-    NavDataError,
-    NavDataset,
+from lodestar.envs.nav.data.connectivity import list_scans, load_connectivity, write_connectivity
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.features import (
     feature_key,
-    list_scans,
-    load_connectivity,
     load_features_hdf5,
     load_features_tsv,
-    load_r2r,
-    write_connectivity,
     write_features_hdf5,
     write_features_tsv,
-    write_r2r,
 )
-from envs.nav.tokenizer import SPECIAL_TOKENS, Vocab, build_vocab, tokenize
+from lodestar.envs.nav.data.r2r import Episode, load_r2r, write_r2r
+from lodestar.envs.nav.data.tokenizer import SPECIAL_TOKENS, Vocab, build_vocab, tokenize
 from tests.nav_fixtures import FEATURE_DIM, line_graph, make_dataset, triangle_graph
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-import envs.gym_api  # noqa: F401 - registers the Lodestar ids
-from envs.nav.simulator import NavVecEnv
-from envs.sb3 import SB3VecEnvAdapter
+import lodestar.envs.gym_api  # noqa: F401 - registers the Lodestar ids
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.envs.sb3 import SB3VecEnvAdapter
 from tests.nav_fixtures import make_dataset
 
 

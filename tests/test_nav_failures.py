@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.nav.dataset import Episode
-from envs.nav.failures import CATEGORIES, breakdown, classify, classify_all, format_breakdown
-from envs.nav.graph import NavGraph
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.eval.failures import CATEGORIES, breakdown, classify, classify_all, format_breakdown
 
 # A corridor v0..v6 (2 m apart along x); a dead end b1 3 m off v0; a side room c1 -> c2 off v2.
 NAMES = ["v0", "v1", "v2", "v3", "v4", "v5", "v6", "b1", "c1", "c2"]

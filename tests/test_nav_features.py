@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import envs.nav.features as features_module
-from envs.nav.dataset import NavDataError, NavDataset, load_features_hdf5
-from envs.nav.features import FeatureConfig, build_features, feature_file
-from envs.nav.semantics import DESCRIPTOR_DIM, NUM_CATEGORIES, NUM_ROOM_TYPES
-from envs.nav.simulator import NavVecEnv
-from envs.nav.view_encoder import (
+import lodestar.envs.nav.perception.features as features_module
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.features import load_features_hdf5
+from lodestar.envs.nav.perception.features import FeatureConfig, build_features, feature_file
+from lodestar.envs.nav.perception.semantics import DESCRIPTOR_DIM, NUM_CATEGORIES, NUM_ROOM_TYPES
+from lodestar.envs.nav.perception.view_encoder import (
     EncoderConfig,
     LabelledViews,
     average_precision,
@@ -26,7 +27,8 @@ from envs.nav.view_encoder import (
     load_encoder,
     train_view_encoder,
 )
-from runtime.checkpoint import CheckpointError
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.runtime.checkpoint import CheckpointError
 from tests.nav_perception_helpers import cheap_features, small_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +214,7 @@ def test_encoder_learns_rooms_and_objects_beyond_the_baselines(tmp_path):
         torch.equal(a, b)
         for a, b in zip(encoder.state_dict().values(), again.state_dict().values(), strict=True)
     )
-    from envs.nav.view_encoder import save_encoder
+    from lodestar.envs.nav.perception.view_encoder import save_encoder
 
     save_encoder(encoder, tmp_path / "enc.pt", config, {"image_size": 16})
     loaded, state = load_encoder(tmp_path / "enc.pt", torch.device("cpu"))

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from envs.nav.dataset import Episode, NavDataError, NavDataset
-from envs.nav.metrics import (
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.eval.metrics import (
     METRIC_KEYS,
     episode_metrics,
     evaluate,

@@ -13,17 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.nav.houses import (
-    OBJECT_CATEGORIES,
-    ROOM_TYPES,
-    Door,
-    House,
-    HouseObject,
-    Room,
-    Wall,
-    generate_house,
-)
-from envs.nav.render import (
+from lodestar.envs.nav.perception.render import (
     CEILING,
     FLOOR,
     OBJECT,
@@ -34,8 +24,23 @@ from envs.nav.render import (
     Scene,
     surface_colours,
 )
-from envs.nav.semantics import DESCRIPTOR_DIM, descriptor_names, oracle_descriptors, view_labels
-from envs.nav.viewpoints import build_viewpoint_graph
+from lodestar.envs.nav.perception.semantics import (
+    DESCRIPTOR_DIM,
+    descriptor_names,
+    oracle_descriptors,
+    view_labels,
+)
+from lodestar.envs.nav.world.houses import (
+    OBJECT_CATEGORIES,
+    ROOM_TYPES,
+    Door,
+    House,
+    HouseObject,
+    Room,
+    Wall,
+    generate_house,
+)
+from lodestar.envs.nav.world.viewpoints import build_viewpoint_graph
 
 SIZE = 16
 HEIGHT = 2.6

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import torch
 
-from envs.nav.houses import generate_house
-from envs.nav.render import OBJECT, WALL, CameraConfig, Renderer
-from envs.nav.viewpoints import build_viewpoint_graph
+from lodestar.envs.nav.perception.render import OBJECT, WALL, CameraConfig, Renderer
+from lodestar.envs.nav.world.houses import generate_house
+from lodestar.envs.nav.world.viewpoints import build_viewpoint_graph
 from tests.test_nav_render import HEIGHT, box_room, crate, two_rooms
 
 

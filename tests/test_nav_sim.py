@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from envs.nav.dataset import NavDataError, NavDataset, load_features_hdf5
-from envs.nav.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS, FeatureTable, angle_features
-from envs.nav.metrics import episode_metrics, evaluate_split
-from envs.nav.simulator import NavVecEnv, nearest_view
-from scripts.benchmarks.nav_sim import ReferenceNavSim, random_actions
+from benchmarks.nav_sim import ReferenceNavSim, random_actions
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.features import load_features_hdf5
+from lodestar.envs.nav.eval.metrics import episode_metrics, evaluate_split
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.envs.nav.sim.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS, FeatureTable, angle_features
+from lodestar.envs.nav.sim.packing import nearest_view
 from tests.nav_fixtures import FEATURE_DIM, make_dataset
 
 
@@ -400,7 +403,8 @@ def test_rows_without_an_episode_from_reset_stay_idle(dataset: NavDataset) -> No
 
 
 def test_world_builder_tiny_preset(tmp_path: Path) -> None:
-    build = pytest.importorskip("envs.nav.build", reason="world generator not available yet")
+    from lodestar.envs.nav.world import build
+
     root = tmp_path / "tiny"
     build.build_world(build.make_config("tiny"), root, show_progress=False)
     dataset = NavDataset(root)

@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from envs.nav.build import load_house
-from envs.nav.dataset import NavDataset
-from envs.nav.viz import (
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.perception.viz import (
     AGENT_RGB,
     REFERENCE_RGB,
     episode_frames,
@@ -25,7 +24,8 @@ from envs.nav.viz import (
     top_down_map,
     trajectory_viewpoints,
 )
-from runtime.logger import RunLogger
+from lodestar.envs.nav.world.build import load_house
+from lodestar.runtime.logger import RunLogger
 from tests.nav_perception_helpers import small_world
 
 ROOT = Path(__file__).resolve().parent.parent

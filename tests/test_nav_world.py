@@ -12,11 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.nav.build import build_world, load_house, make_config
-from envs.nav.dataset import NavDataset, load_connectivity
-from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES, House, HouseConfig, _door_on, generate_house
-from envs.nav.viewpoints import GraphConfig, build_viewpoint_graph
-from runtime.config import ConfigError
+from lodestar.envs.nav.data.connectivity import load_connectivity
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.world.build import build_world, load_house, make_config
+from lodestar.envs.nav.world.houses import (
+    OBJECT_CATEGORIES,
+    ROOM_TYPES,
+    House,
+    HouseConfig,
+    _door_on,
+    generate_house,
+)
+from lodestar.envs.nav.world.viewpoints import GraphConfig, build_viewpoint_graph
+from lodestar.runtime.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUSE_SEEDS = range(12)
@@ -334,7 +342,7 @@ def test_build_script_and_its_errors(tmp_path):
 
 
 def test_benchmark_reports_figures(capsys):
-    from scripts.benchmarks import nav_world
+    from benchmarks import nav_world
 
     figures = nav_world.run(quick=True, options={"preset": "tiny"})
     metrics = {f.metric.split(" (")[0]: f for f in figures}

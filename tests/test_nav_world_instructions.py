@@ -9,11 +9,18 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from envs.nav.build import build_world, load_house, make_config
-from envs.nav.dataset import NavDataset
-from envs.nav.episodes import PathConfig, candidate_pairs, hop_counts, sample_paths, split_of_house
-from envs.nav.houses import Door, House, HouseObject, Room
-from envs.nav.instructions import (
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.tokenizer import tokenize
+from lodestar.envs.nav.world.build import build_world, load_house, make_config
+from lodestar.envs.nav.world.episodes import (
+    PathConfig,
+    candidate_pairs,
+    hop_counts,
+    sample_paths,
+    split_of_house,
+)
+from lodestar.envs.nav.world.houses import Door, House, HouseObject, Room
+from lodestar.envs.nav.world.instructions import (
     LOOSE_NAMES,
     OBJECT_NAMES,
     ROOM_NAMES,
@@ -22,8 +29,7 @@ from envs.nav.instructions import (
     heading_of,
     relative_turn,
 )
-from envs.nav.tokenizer import tokenize
-from envs.nav.viewpoints import Viewpoint
+from lodestar.envs.nav.world.viewpoints import Viewpoint
 
 SPLITS = ("train", "val_seen", "val_unseen", "test")
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.vln.follower import Follower, FollowerConfig, load_follower
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset, write_r2r
-from envs.nav.simulator import NavVecEnv
-from envs.nav.tokenizer import SPECIAL_TOKENS
-from pretrain.datasets import (
+from lodestar.agents.vln.follower import Follower, FollowerConfig, load_follower
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import write_r2r
+from lodestar.envs.nav.data.tokenizer import SPECIAL_TOKENS
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.pretrain.datasets import (
     IGNORE_INDEX,
     MaskingConfig,
     TripletDataset,
@@ -23,10 +24,10 @@ from pretrain.datasets import (
     mask_tokens,
     sample_uniforms,
 )
-from pretrain.objectives import ObjectiveConfig, PretrainModel, per_sample_cross_entropy
-from pretrain.trainer import PretrainConfig, PretrainTrainer, TrainingDiverged
-from runtime.checkpoint import CheckpointManager
-from runtime.config import load_config
+from lodestar.pretrain.objectives import ObjectiveConfig, PretrainModel, per_sample_cross_entropy
+from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer, TrainingDiverged
+from lodestar.runtime.checkpoint import CheckpointManager
+from lodestar.runtime.config import load_config
 from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent

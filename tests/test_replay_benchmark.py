@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from scripts.benchmarks import replay as replay_benchmark
+from benchmarks import replay as replay_benchmark
 
 
 def test_replay_benchmark_reports_every_figure_with_its_reference(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from replay import ReplayBatch, ReplayBuffer
+from lodestar.replay import ReplayBatch, ReplayBuffer
 from tests.replay_helpers import StackedStreams
 
 NUM_ENVS, K, SIZE = 3, 4, 5

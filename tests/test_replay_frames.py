@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from replay import ReplayBuffer
+from lodestar.replay import ReplayBuffer
 from tests.replay_helpers import StackedStreams
 
 

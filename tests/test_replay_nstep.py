@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from replay import ReplayBuffer, fold_nstep, ready_in_window
+from lodestar.replay import ReplayBuffer, fold_nstep, ready_in_window
 from tests.replay_helpers import StackedStreams
 
 F, T = False, True

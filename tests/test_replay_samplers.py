@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from replay import PrioritizedSampler, UniformSampler
+from lodestar.replay import PrioritizedSampler, UniformSampler
 
 # 99.9% quantile of the chi-square distribution with 9 degrees of freedom.
 CHI2_9DOF_999 = 27.877

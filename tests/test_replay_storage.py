@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from replay import TensorStorage
+from lodestar.replay import TensorStorage
 
 
 def test_circular_overwrite_keeps_the_newest_items() -> None:

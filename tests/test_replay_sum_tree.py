@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from replay import SumTree
+from lodestar.replay import SumTree
 
 
 def reference_find(leaves: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:

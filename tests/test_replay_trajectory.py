@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from replay import TrajectoryStore
+from lodestar.replay import TrajectoryStore
 
 
 def episode(i: int, steps: int, tokens: int) -> dict[str, torch.Tensor]:

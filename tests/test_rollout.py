@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from agents.rollout import RolloutCollector
+from lodestar.agents.rollout import RolloutCollector
 from tests.countdown_env import CountdownEnv
 
 

@@ -10,8 +10,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecFrameStack
 
-from envs.atari import AtariVecEnv
-from envs.sb3 import SB3VecEnvAdapter
+from lodestar.envs.atari import AtariVecEnv
+from lodestar.envs.sb3 import SB3VecEnvAdapter
 from tests.countdown_env import CountdownEnv
 
 

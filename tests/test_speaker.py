@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.vln.bleu import corpus_bleu
-from agents.vln.speaker import Speaker, SpeakerConfig, load_speaker
-from agents.vln.speaker_training import decode_texts, evaluate_speaker
-from agents.vln.trajectories import InstructionSet, PathFeaturizer
-from envs.nav.dataset import Episode, NavDataError, NavDataset
-from envs.nav.simulator import NavVecEnv
-from envs.nav.tokenizer import tokenize
+from lodestar.agents.vln.bleu import corpus_bleu
+from lodestar.agents.vln.speaker import Speaker, SpeakerConfig, load_speaker
+from lodestar.agents.vln.speaker_training import decode_texts, evaluate_speaker
+from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.data.tokenizer import tokenize
+from lodestar.envs.nav.sim.env import NavVecEnv
 from tests.speaker_fixtures import ANGLE_SIZE, FEATURE_DIM, FEATURES, TINY, make_world, tiny_bundle
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.vln.speaker import load_speaker
-from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer, TrainingDiverged
-from runtime.checkpoint import CheckpointError, CheckpointManager
-from runtime.config import ConfigError, load_config
+from lodestar.agents.vln.speaker import load_speaker
+from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer, TrainingDiverged
+from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
+from lodestar.runtime.config import ConfigError, load_config
 from tests.speaker_fixtures import ANGLE_SIZE, FEATURES, make_world
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset, load_r2r
-from envs.nav.episodes import PathConfig
-from envs.nav.tokenizer import tokenize
-from pretrain.path_sampling import available_paths, check_path_rules, plan_paths, used_pairs
-from pretrain.synthesis import SynthesisConfig, store_files, synthesize, work_dir
-from replay.trajectory import TrajectoryStore
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import load_r2r
+from lodestar.envs.nav.data.tokenizer import tokenize
+from lodestar.envs.nav.world.episodes import PathConfig
+from lodestar.pretrain.path_sampling import available_paths, check_path_rules, plan_paths, used_pairs
+from lodestar.pretrain.synthesis import SynthesisConfig, store_files, synthesize, work_dir
+from lodestar.replay.trajectory import TrajectoryStore
 from tests.speaker_fixtures import FEATURES, add_random_features, copy_world, make_world, tiny_bundle
 
 ROOT = Path(__file__).resolve().parent.parent

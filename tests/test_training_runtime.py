@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.vln.speaker_training import SpeakerTrainConfig
-from runtime.checkpoint import CheckpointManager
-from runtime.cli import resolve_run, run_main, training_parser
-from runtime.config import save_config, to_dict
-from runtime.logger import RunLogger
-from runtime.training import (
+from lodestar.agents.vln.speaker_training import SpeakerTrainConfig
+from lodestar.runtime.checkpoint import CheckpointManager
+from lodestar.runtime.cli import resolve_run, run_main, training_parser
+from lodestar.runtime.config import save_config, to_dict
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.training import (
     IterationTrainer,
     MetricWindow,
     RunResult,
@@ -28,7 +28,7 @@ from runtime.training import (
 
 def toy_config(**values: object) -> SpeakerTrainConfig:
     """A run config for the toy trainer below. The speaker's schema stands in for any trainer's: the
-    loop only reads the fields of :class:`runtime.training.RunConfig`."""
+    loop only reads the fields of :class:`lodestar.runtime.training.RunConfig`."""
     schedule = {
         "iterations": 7,
         "log_every": 2,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.nav.failures import CATEGORIES as FAILURES
+from lodestar.envs.nav.eval.failures import CATEGORIES as FAILURES
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {
@@ -75,7 +75,7 @@ def _record_synthesis(data: Path, config) -> None:
 
 
 def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
-    from scripts.benchmarks.vln_ablation import ensure_synthetic, make_plan
+    from benchmarks.vln_ablation import ensure_synthetic, make_plan
 
     work = {"data": str(tmp_path), "work": str(tmp_path / "work")}
     sampled = make_plan(False, work)
@@ -92,9 +92,9 @@ def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
 
 
 def test_a_named_synthetic_split_feeds_augmentation_and_pretraining(tmp_path):
-    from agents.vln.finetune import FinetuneConfig
-    from runtime.config import load_config
-    from scripts.benchmarks.vln_ablation import finetune_overrides, make_plan, pretrain_config
+    from benchmarks.vln_ablation import finetune_overrides, make_plan, pretrain_config
+    from lodestar.agents.vln.finetune import FinetuneConfig
+    from lodestar.runtime.config import load_config
 
     plan = make_plan(False, {"data": str(tmp_path), "synth.split_name": "synthetic_sample"})
     assert pretrain_config(plan).data.optional_sources == ["synthetic_sample"]

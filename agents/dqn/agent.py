@@ -8,9 +8,9 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from agents.dqn.config import AgentConfig
-from agents.dqn.networks import QNetwork
-from runtime.checkpoint import restore_module
+from lodestar.agents.dqn.config import AgentConfig
+from lodestar.agents.dqn.networks import QNetwork
+from lodestar.runtime.checkpoint import restore_module
 
 
 class ReplayBatch(Protocol):

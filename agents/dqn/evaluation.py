@@ -13,11 +13,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.dqn.agent import DQNAgent
-from agents.dqn.config import DQNConfig
-from envs.atari import AtariVecEnv, atari_env_id
-from runtime.checkpoint import CheckpointError, CheckpointManager
-from runtime.config import from_dict
+from lodestar.agents.dqn.agent import DQNAgent
+from lodestar.agents.dqn.config import DQNConfig
+from lodestar.envs.atari import AtariVecEnv, atari_env_id
+from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
+from lodestar.runtime.config import from_dict
 
 
 def evaluate(

@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from envs.atari import resolve_game
+from lodestar.envs.atari import resolve_game
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class ReferenceScores:
 
 def reference_scores() -> dict[str, ReferenceScores]:
     """ROM id -> random/human scores."""
-    text = resources.files("agents.dqn").joinpath("atari57_random_human.csv").read_text()
+    text = resources.files("lodestar.agents.dqn").joinpath("atari57_random_human.csv").read_text()
     rows = csv.DictReader(text.splitlines())
     return {row["game"]: ReferenceScores(float(row["random"]), float(row["human"])) for row in rows}
 

@@ -19,24 +19,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.dqn.agent import DQNAgent
-from agents.dqn.config import ARCHITECTURE_KEYS, DQNConfig
-from agents.dqn.evaluation import evaluate, record_video
-from agents.rollout import RolloutCollector, Transition
-from envs.atari import AtariVecEnv
-from replay.buffer import ReplayBuffer
-from runtime.checkpoint import (
+from lodestar.agents.dqn.agent import DQNAgent
+from lodestar.agents.dqn.config import ARCHITECTURE_KEYS, DQNConfig
+from lodestar.agents.dqn.evaluation import evaluate, record_video
+from lodestar.agents.rollout import RolloutCollector, Transition
+from lodestar.envs.atari import AtariVecEnv
+from lodestar.replay.buffer import ReplayBuffer
+from lodestar.runtime.checkpoint import (
     CheckpointError,
     CheckpointManager,
     atomic_save,
     check_config_matches,
     load_file,
 )
-from runtime.config import save_config, to_dict, to_yaml
-from runtime.device import resolve_device
-from runtime.logger import RunLogger
-from runtime.progress import progress
-from runtime.seeding import rng_state, seed_everything, set_rng_state
+from lodestar.runtime.config import save_config, to_dict, to_yaml
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.progress import progress
+from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from envs.nav.tokenizer import tokenize
+from lodestar.envs.nav.data.tokenizer import tokenize
 
 MAX_ORDER = 4
 

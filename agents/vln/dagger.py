@@ -1,9 +1,9 @@
 """DAgger aggregation: states visited by the learner, labelled by the shortest-path teacher, replayed.
 
-:class:`DaggerWriter` is a :class:`~agents.rollout.RolloutCollector` sink. For the env rows driven by
+:class:`DaggerWriter` is a :class:`~lodestar.agents.rollout.RolloutCollector` sink. For the env rows driven by
 the learner it records, step by step, the action executed and the teacher's action in that state;
 when an episode ends it rebuilds the walk (start viewpoint, then one neighbour per move, on the
-device) and appends the episode to a :class:`~replay.trajectory.TrajectoryStore`: instruction tokens,
+device) and appends the episode to a :class:`~lodestar.replay.trajectory.TrajectoryStore`: instruction tokens,
 the viewpoints where decisions were taken, the teacher labels, and per step the agent's heading
 (extra ``"heading"``) - everything needed to observe those states again.
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from agents.rollout import Transition
-from agents.vln.observations import StepInputs, step_inputs
-from agents.vln.trajectories import PathBatch, PathFeaturizer
-from envs.nav.simulator import NavVecEnv
-from replay.trajectory import TrajectoryBatch, TrajectoryStore
+from lodestar.agents.rollout import Transition
+from lodestar.agents.vln.observations import StepInputs, step_inputs
+from lodestar.agents.vln.trajectories import PathBatch, PathFeaturizer
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.replay.trajectory import TrajectoryBatch, TrajectoryStore
 
 
 def viewpoint_map(env: NavVecEnv, featurizer: PathFeaturizer) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Greedy evaluation of a follower: every instruction of a split once, R2R metrics, submission file, maps.
 
-Episodes run batched in a sequential :class:`~envs.nav.simulator.NavVecEnv` through the shared
-:class:`~agents.rollout.RolloutCollector`; the env records the trajectories in the R2R submission
-format, and the metrics are computed from them by :mod:`envs.nav.metrics` - the same code that
+Episodes run batched in a sequential :class:`~lodestar.envs.nav.sim.env.NavVecEnv` through the shared
+:class:`~lodestar.agents.rollout.RolloutCollector`; the env records the trajectories in the R2R submission
+format, and the metrics are computed from them by :mod:`lodestar.envs.nav.eval.metrics` - the same code that
 ``scripts/evaluate_nav.py`` runs on the written file, so both report identical numbers.
 
 Splits whose reference paths hide the goal (real R2R ``test``: a single viewpoint) are run and
@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
-from agents.rollout import RolloutCollector
-from agents.vln.follower import Follower, FollowerPolicy
-from envs.nav.dataset import Episode, NavDataset
-from envs.nav.failures import classify_all
-from envs.nav.metrics import evaluate as score_predictions
-from envs.nav.metrics import write_predictions
-from envs.nav.simulator import NavVecEnv
+from lodestar.agents.rollout import RolloutCollector
+from lodestar.agents.vln.follower import Follower, FollowerPolicy
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.eval.failures import classify_all
+from lodestar.envs.nav.eval.metrics import evaluate as score_predictions
+from lodestar.envs.nav.eval.metrics import write_predictions
+from lodestar.envs.nav.sim.env import NavVecEnv
 
 
 @dataclass
@@ -137,12 +138,12 @@ def log_sample_episodes(
     """Top-down maps, first-person GIFs and instructions of ``count`` sampled episodes to TensorBoard.
 
     ``failures_only`` samples among the failed episodes and tags them ``failures/<split>/<category>/``
-    (see :mod:`envs.nav.failures`) instead of ``episodes/<split>/``. Needs the generator's
+    (see :mod:`lodestar.envs.nav.eval.failures`) instead of ``episodes/<split>/``. Needs the generator's
     ``houses/<scan>.json`` (procedural worlds); returns the logged ids. Raises ``FileNotFoundError``
     for datasets without house plans (real R2R).
     """
-    from envs.nav.build import load_house
-    from envs.nav.viz import log_episode
+    from lodestar.envs.nav.perception.viz import log_episode
+    from lodestar.envs.nav.world.build import load_house
 
     by_path = {str(ep.path_id): ep for ep in evaluation.episodes}
     ids = [r["instr_id"] for r in evaluation.records]

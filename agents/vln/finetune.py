@@ -1,7 +1,7 @@
 """Fine-tuning the follower with imitation (teacher forcing + DAgger) and RL (A2C), top to bottom.
 
-Every iteration collects ``rollout_steps`` batched steps from a :class:`~envs.nav.simulator.NavVecEnv`
-through the shared :class:`~agents.rollout.RolloutCollector`. The env's rows are split in two:
+Every iteration collects ``rollout_steps`` batched steps from a :class:`~lodestar.envs.nav.sim.env.NavVecEnv`
+through the shared :class:`~lodestar.agents.rollout.RolloutCollector`. The env's rows are split in two:
 
 - *teacher rows* execute the shortest-path teacher's action (teacher forcing): cross-entropy on
   the teacher action along the reference route;
@@ -15,9 +15,9 @@ The collector runs without gradients; the learner replays the stored observation
 follower with its recurrent memory, restarting it at episode boundaries, starting from the memory
 carried into the rollout (truncated backpropagation through time, as in recurrent PPO).
 
-DAgger aggregation: a :class:`~agents.vln.dagger.DaggerWriter` sink writes every finished learner
+DAgger aggregation: a :class:`~lodestar.agents.vln.dagger.DaggerWriter` sink writes every finished learner
 episode (visited viewpoints, headings, teacher labels) into a FIFO
-:class:`~replay.trajectory.TrajectoryStore`; each iteration also replays a batch of it with
+:class:`~lodestar.replay.trajectory.TrajectoryStore`; each iteration also replays a batch of it with
 teacher-label cross-entropy. With ``data.augment_split`` (e.g. ``synthetic``), every
 ``augment_every``-th iteration runs on speaker-synthesized episodes instead (EnvDrop-style
 augmentation; feature dropout lives in the model). Validation runs greedy episodes on the
@@ -28,7 +28,7 @@ Resuming is exact on CPU: the checkpoint holds the actions sent to each env, whi
 replays after re-seeding, plus the follower memory of the running episodes, the DAgger store and
 writer buffers, optimizer, counters and RNG states. The loop around the update (periodic log,
 validation and checkpoint; Ctrl-C) is the one every trainer shares,
-:class:`runtime.training.IterationTrainer`.
+:class:`lodestar.runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from agents.rollout import Rollout, RolloutCollector, Transition
-from agents.vln.dagger import DaggerWriter, replay_inputs
-from agents.vln.distributed import average_gradients, init_distributed
-from agents.vln.evaluate import Evaluation, evaluate_follower, log_sample_episodes, make_eval_env
-from agents.vln.follower import (
+from lodestar.agents.rollout import Rollout, RolloutCollector, Transition
+from lodestar.agents.vln.dagger import DaggerWriter, replay_inputs
+from lodestar.agents.vln.distributed import average_gradients, init_distributed
+from lodestar.agents.vln.evaluate import Evaluation, evaluate_follower, log_sample_episodes, make_eval_env
+from lodestar.agents.vln.follower import (
     ARCHITECTURE_FIELDS,
     Follower,
     FollowerBundle,
@@ -54,17 +54,17 @@ from agents.vln.follower import (
     FollowerPolicy,
     load_follower,
 )
-from agents.vln.trajectories import PathFeaturizer
-from envs.nav.dataset import NavDataset
-from envs.nav.metrics import METRIC_KEYS
-from envs.nav.simulator import NavVecEnv
-from replay.trajectory import TrajectoryStore
-from runtime.checkpoint import CheckpointError, restore_module
-from runtime.config import to_dict
-from runtime.logger import RunLogger
-from runtime.seeding import rng_state, seed_everything, set_rng_state
-from runtime.training import IterationTrainer, RunResult, Span
-from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
+from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.eval.metrics import METRIC_KEYS
+from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.replay.trajectory import TrajectoryStore
+from lodestar.runtime.checkpoint import CheckpointError, restore_module
+from lodestar.runtime.config import to_dict
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
+from lodestar.runtime.training import IterationTrainer, RunResult, Span
+from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass

@@ -14,7 +14,7 @@ shared by its candidates and panorama views.
 
 :class:`FollowerMemory` holds the per-env text encoding and state token of running episodes;
 :meth:`Follower.observe` refreshes the rows whose episode just started and takes one step.
-:class:`FollowerPolicy` wraps that for :class:`agents.rollout.RolloutCollector` (greedy, sampling or
+:class:`FollowerPolicy` wraps that for :class:`lodestar.agents.rollout.RolloutCollector` (greedy, sampling or
 teacher-forced rows, with a DAgger mixing probability).
 """
 
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.nav.tokenizer import Vocab
-from runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
+from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
 
 PANO_MODES = ("mean", "heading", "full", "none")
 NEG_INF = -1e9  # masked logits: finite, so that 0 * log p stays 0 in entropies
@@ -364,7 +364,7 @@ class Follower(nn.Module):
         fresh_text: torch.Tensor | None = None,
         fresh_state: torch.Tensor | None = None,
     ) -> tuple[StepOutput, FollowerMemory]:
-        """One step on a :class:`~envs.nav.simulator.NavVecEnv` observation batch.
+        """One step on a :class:`~lodestar.envs.nav.sim.env.NavVecEnv` observation batch.
 
         Rows in ``fresh_text`` re-encode their instruction, rows in ``fresh_state`` restart their state
         token (new episodes need both); with ``memory=None`` every row starts fresh.
@@ -424,7 +424,7 @@ class Follower(nn.Module):
 
 
 class FollowerPolicy:
-    """A :class:`~agents.rollout.RolloutCollector` policy over ``num_envs`` running episodes.
+    """A :class:`~lodestar.agents.rollout.RolloutCollector` policy over ``num_envs`` running episodes.
 
     ``mode`` picks the learner's action: ``"greedy"`` (argmax) or ``"sample"``. Rows in
     ``teacher_rows`` execute the teacher action (teacher forcing); other rows execute the teacher

@@ -1,6 +1,6 @@
 """Follower inputs at every step of given routes, identical to what ``NavVecEnv`` would observe there.
 
-:class:`~agents.vln.trajectories.PathFeaturizer` gives, per step, the panorama with angles relative
+:class:`~lodestar.agents.vln.trajectories.PathFeaturizer` gives, per step, the panorama with angles relative
 to the agent's heading. The follower also needs every navigable candidate: the visual feature of
 the panorama view facing the neighbour plus the angle features of the edge relative to the heading,
 padded to ``max_degree`` slots, and a zero STOP slot last - exactly ``NavVecEnv``'s ``cand_feats``.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.vln.trajectories import PathFeaturizer, TrajectoryFeatures
-from envs.nav.simulator import angle_features
+from lodestar.agents.vln.trajectories import PathFeaturizer, TrajectoryFeatures
+from lodestar.envs.nav.sim.feature_table import angle_features
 
 
 @dataclass

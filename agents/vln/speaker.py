@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from agents.vln.trajectories import TrajectoryFeatures
-from envs.nav.tokenizer import Vocab
-from runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
+from lodestar.agents.vln.trajectories import TrajectoryFeatures
+from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
 
 DECODING_MODES = ("greedy", "sample", "beam")
 

@@ -12,7 +12,7 @@ unseen houses measure exactly that generalization. Periodic checkpoints (``<run>
 hold everything to resume exactly: model, optimizer, data order, RNG states, best score.
 
 The loop around the update (periodic log, evaluation and checkpoint; Ctrl-C) is the one every
-trainer shares, :class:`runtime.training.IterationTrainer`.
+trainer shares, :class:`lodestar.runtime.training.IterationTrainer`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any, Literal
 
 import torch
 
-from agents.vln.bleu import BleuScore, References
-from agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
-from agents.vln.trajectories import InstructionSet, PathFeaturizer
-from envs.nav.dataset import NavDataset
-from envs.nav.tokenizer import Vocab, tokenize
-from runtime.checkpoint import restore_module
-from runtime.config import to_dict
-from runtime.logger import RunLogger
-from runtime.seeding import rng_state, set_rng_state
-from runtime.training import IterationTrainer, RunResult, Span
-from runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
+from lodestar.agents.vln.bleu import BleuScore, References
+from lodestar.agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
+from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.tokenizer import Vocab, tokenize
+from lodestar.runtime.checkpoint import restore_module
+from lodestar.runtime.config import to_dict
+from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.seeding import rng_state, set_rng_state
+from lodestar.runtime.training import IterationTrainer, RunResult, Span
+from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A path of ``n`` viewpoints has ``n`` steps: at step ``t < n - 1`` the agent stands at viewpoint ``t``
 and moves to viewpoint ``t + 1``; at the last step it stops. For every step this module produces,
-with the conventions of :class:`envs.nav.simulator.NavVecEnv` (same view table, same angle features,
+with the conventions of :class:`lodestar.envs.nav.sim.env.NavVecEnv` (same view table, same angle features,
 same candidate order):
 
 - ``action_feats [B, T, D + A]``: the visual feature of the view facing the next viewpoint and the
@@ -26,10 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.nav.dataset import NUM_VIEWS, Episode, NavDataError, NavDataset
-from envs.nav.graph import NavGraph
-from envs.nav.simulator import VIEW_ELEVATIONS, VIEW_HEADINGS, angle_features, pack_graphs
-from envs.nav.tokenizer import Vocab
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.features import NUM_VIEWS
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.envs.nav.sim.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS, angle_features
+from lodestar.envs.nav.sim.packing import pack_graphs
 
 
 @dataclass
@@ -71,7 +75,7 @@ class PathFeaturizer:
     """Turns :class:`PathBatch` es into :class:`TrajectoryFeatures` on one device.
 
     ``features`` is ``[V, 36, D]`` for the viewpoints of ``graphs`` in packing order (scan by scan,
-    see :meth:`envs.nav.dataset.NavDataset.viewpoint_keys`). It is stored once on the device in
+    see :meth:`lodestar.envs.nav.data.dataset.NavDataset.viewpoint_keys`). It is stored once on the device in
     ``feature_dtype`` (float16 halves the memory of large worlds) and returned as float32.
     """
 

@@ -1,18 +1,18 @@
 """Benchmark implementations; ``scripts/benchmark.py`` is their one entry point.
 
 Each module defines ``run(quick: bool, options: dict[str, str]) -> list[runtime.bench.Figure]``
-and reports through :func:`runtime.bench.report`.
+and reports through :func:`lodestar.runtime.bench.report`.
 """
 
 BENCHMARKS = {
-    "rollout": "scripts.benchmarks.rollout",
-    "replay": "scripts.benchmarks.replay",
-    "dqn-speed": "scripts.benchmarks.dqn_speed",
-    "dqn-learning": "scripts.benchmarks.dqn_learning",
-    "nav-world": "scripts.benchmarks.nav_world",
-    "nav-sim": "scripts.benchmarks.nav_sim",
-    "nav-render": "scripts.benchmarks.nav_render",
-    "speaker-quality": "scripts.benchmarks.speaker_quality",
-    "synthesis-scale": "scripts.benchmarks.synthesis_scale",
-    "vln-ablation": "scripts.benchmarks.vln_ablation",
+    "rollout": "benchmarks.rollout",
+    "replay": "benchmarks.replay",
+    "dqn-speed": "benchmarks.dqn_speed",
+    "dqn-learning": "benchmarks.dqn_learning",
+    "nav-world": "benchmarks.nav_world",
+    "nav-sim": "benchmarks.nav_sim",
+    "nav-render": "benchmarks.nav_render",
+    "speaker-quality": "benchmarks.speaker_quality",
+    "synthesis-scale": "benchmarks.synthesis_scale",
+    "vln-ablation": "benchmarks.vln_ablation",
 }

@@ -19,10 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agents.dqn.scores import reference_scores
-from envs.atari import resolve_game
-from runtime.bench import Figure, report
-from runtime.checkpoint import CheckpointManager, load_file
+from lodestar.agents.dqn.scores import reference_scores
+from lodestar.envs.atari import resolve_game
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.checkpoint import CheckpointManager, load_file
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

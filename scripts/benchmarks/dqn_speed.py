@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from agents.dqn.agent import DQNAgent
-from agents.dqn.config import AgentConfig, DQNConfig
-from agents.dqn.trainer import DQNTrainer
-from runtime.bench import Figure, report
-from runtime.config import load_config
+from lodestar.agents.dqn.agent import DQNAgent
+from lodestar.agents.dqn.config import AgentConfig, DQNConfig
+from lodestar.agents.dqn.trainer import DQNTrainer
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.config import load_config
 
 GAME = "Breakout"
 UPDATE_EVERY = 4

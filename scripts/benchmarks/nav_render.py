@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
-from envs.nav.build import build_world, load_house, make_config
-from envs.nav.dataset import NavDataset
-from envs.nav.features import FeatureConfig, build_features
-from envs.nav.render import VIEW_ELEVATIONS, VIEW_HEADINGS, CameraConfig, Renderer
-from envs.nav.view_encoder import EncoderConfig
-from runtime.bench import Figure, report
-from runtime.device import resolve_device
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.perception.features import FeatureConfig, build_features
+from lodestar.envs.nav.perception.render import VIEW_ELEVATIONS, VIEW_HEADINGS, CameraConfig, Renderer
+from lodestar.envs.nav.perception.view_encoder import EncoderConfig
+from lodestar.envs.nav.world.build import build_world, load_house, make_config
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.device import resolve_device
 
 DEFAULT_DATA = Path("data/nav/benchmark")
 BUILD_BUDGET_SECONDS = 900.0

@@ -44,27 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.nav.dataset import (
-    NUM_VIEWS,
-    Episode,
-    NavDataset,
-    feature_key,
-    write_connectivity,
-    write_features_hdf5,
-    write_r2r,
-    write_scans,
-)
-from envs.nav.graph import NavGraph
-from envs.nav.simulator import (
-    OBSERVATION_MODES,
-    VIEW_ELEVATIONS,
-    VIEW_HEADINGS,
-    NavVecEnv,
-    edge_direction,
-    nearest_view,
-)
-from envs.nav.tokenizer import Vocab, build_vocab
-from runtime.bench import Figure, report
+from lodestar.envs.nav.data.connectivity import write_connectivity, write_scans
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.features import NUM_VIEWS, feature_key, write_features_hdf5
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode, write_r2r
+from lodestar.envs.nav.data.tokenizer import Vocab, build_vocab
+from lodestar.envs.nav.sim.env import OBSERVATION_MODES, NavVecEnv
+from lodestar.envs.nav.sim.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS
+from lodestar.envs.nav.sim.packing import edge_direction, nearest_view
+from lodestar.runtime.bench import Figure, report
 
 DEFAULT_DATA = Path("data/nav/benchmark")
 TARGET_SPEEDUP = 50.0

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from envs.nav.build import build_world, make_config
-from runtime.bench import Figure, report
+from lodestar.envs.nav.world.build import build_world, make_config
+from lodestar.runtime.bench import Figure, report
 
 BUDGET_SECONDS = 600.0
 R2R_WORDS_PER_INSTRUCTION = 29.0

@@ -22,9 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from replay import ReplayBuffer
-from runtime.bench import Figure, report
-from runtime.device import resolve_device
+from lodestar.replay import ReplayBuffer
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.device import resolve_device
 
 FRAME = (84, 84)
 STACK = 4

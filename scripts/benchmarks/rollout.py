@@ -1,4 +1,4 @@
-"""Benchmark ``rollout``: random-policy stepping speed of :class:`envs.atari.AtariVecEnv`.
+"""Benchmark ``rollout``: random-policy stepping speed of :class:`lodestar.envs.atari.AtariVecEnv`.
 
 References, measured in the same run on the same machine with the same game and emulator work per
 agent step (sticky actions 0.25, 4 emulator frames with max-pool, 84x84 grayscale, stack of 4, no
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.atari import AtariVecEnv, atari_env_id, resolve_game
-from runtime.bench import Figure, report
-from runtime.device import resolve_device
+from lodestar.envs.atari import AtariVecEnv, atari_env_id, resolve_game
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.device import resolve_device
 
 NAME = "rollout"
 UNIT = "steps/s"

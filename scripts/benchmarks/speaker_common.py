@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
-from envs.nav.build import build_world, make_config
-from envs.nav.dataset import NavDataset, write_features_hdf5
-from runtime.config import load_config
+from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.features import write_features_hdf5
+from lodestar.envs.nav.world.build import build_world, make_config
+from lodestar.runtime.config import load_config
 
 DEFAULT_DATA = Path("data/nav/benchmark")
 SPEAKER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "vln_speaker.yaml"
@@ -45,7 +46,7 @@ def benchmark_data(quick: bool, options: dict[str, str], tmp: Path) -> tuple[Pat
     try:
         dataset.feature_path(features)
     except FileNotFoundError:
-        from envs.nav.features import build_features
+        from lodestar.envs.nav.perception.features import build_features
 
         print(f"building {features!r} features for {root} ...", flush=True)
         build_features(root, features)

@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.vln.bleu import BleuScore, References
-from agents.vln.speaker import load_speaker
-from agents.vln.speaker_training import decode_texts, reference_set
-from agents.vln.trajectories import InstructionSet, PathFeaturizer
-from envs.nav.dataset import Episode, NavDataset
-from envs.nav.tokenizer import tokenize
-from runtime.bench import Figure, report
-from scripts.benchmarks.speaker_common import benchmark_data, train_speaker
+from benchmarks.speaker_common import benchmark_data, train_speaker
+from lodestar.agents.vln.bleu import BleuScore, References
+from lodestar.agents.vln.speaker import load_speaker
+from lodestar.agents.vln.speaker_training import decode_texts, reference_set
+from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.data.tokenizer import tokenize
+from lodestar.runtime.bench import Figure, report
 
 BENCHMARK = "speaker-quality"
 SPLITS = ("val_seen", "val_unseen")

@@ -5,7 +5,7 @@ Figures (all against references measured in the same run):
 - instructions labelled per second, greedy and sampling, batched on the device (``batch_size``
   paths at once), against the same speaker labelling one path at a time, the way a per-episode
   code base runs its speaker;
-- end-to-end wall time of :func:`pretrain.synthesis.synthesize` (plan, featurize, decode, write the
+- end-to-end wall time of :func:`lodestar.pretrain.synthesis.synthesize` (plan, featurize, decode, write the
   R2R JSON and the trajectory store) for ``paths`` x ``decodes`` sampled instructions, scaled to
   ``target_instructions`` (200,000) when the run is smaller (the metric name says so); target under
   30 minutes, reference the one-path-at-a-time rate for the same count;
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-from agents.vln.speaker import load_speaker
-from agents.vln.trajectories import InstructionSet, PathFeaturizer
-from envs.nav.dataset import NavDataset
-from pretrain.synthesis import SynthesisConfig, split_file, store_files, synthesize, work_dir
-from runtime.bench import Figure, report
-from scripts.benchmarks.speaker_common import benchmark_data, train_speaker
+from benchmarks.speaker_common import benchmark_data, train_speaker
+from lodestar.agents.vln.speaker import load_speaker
+from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.pretrain.synthesis import SynthesisConfig, split_file, store_files, synthesize, work_dir
+from lodestar.runtime.bench import Figure, report
 
 BENCHMARK = "synthesis-scale"
 SPLIT = "bench_synthesis"

@@ -9,7 +9,7 @@ Same fine-tuning budget (``configs/vln_finetune.yaml``), ``seeds`` fine-tuning s
 
 Every best follower (``best.pt``, chosen by val_unseen SPL) is evaluated greedily on the full
 val_seen and val_unseen splits. Reported: SR/SPL/nDTW mean and std over seeds, where the val_unseen
-episodes end (the failure categories of ``envs/nav/failures.py``), the val_unseen SR gain of (c)
+episodes end (the failure categories of ``envs/nav/eval/failures.py``), the val_unseen SR gain of (c)
 over (a) (target: +5 points), and throughput: pretraining samples/s and fine-tuning
 episodes/s in one process and with ``torchrun --nproc_per_node 2`` (same global batch / envs per
 process), each multi-process figure against the single-process one of the same run.
@@ -48,19 +48,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.vln.evaluate import evaluate_follower, make_eval_env
-from agents.vln.finetune import FinetuneConfig, FinetuneTrainer
-from agents.vln.follower import load_follower
-from agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
-from envs.nav.build import build_world, make_config
-from envs.nav.dataset import NavDataset, feature_key, write_features_hdf5
-from envs.nav.failures import CATEGORIES as FAILURES
-from envs.nav.failures import breakdown
-from envs.nav.features import build_features
-from pretrain.synthesis import SynthesisConfig, split_file, store_files, synthesize
-from pretrain.trainer import PretrainConfig, PretrainTrainer
-from runtime.bench import Figure, report
-from runtime.config import load_config
+from lodestar.agents.vln.evaluate import evaluate_follower, make_eval_env
+from lodestar.agents.vln.finetune import FinetuneConfig, FinetuneTrainer
+from lodestar.agents.vln.follower import load_follower
+from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.features import feature_key, write_features_hdf5
+from lodestar.envs.nav.eval.failures import CATEGORIES as FAILURES
+from lodestar.envs.nav.eval.failures import breakdown
+from lodestar.envs.nav.perception.features import build_features
+from lodestar.envs.nav.world.build import build_world, make_config
+from lodestar.pretrain.synthesis import SynthesisConfig, split_file, store_files, synthesize
+from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer
+from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "vln-ablation"
@@ -291,7 +292,7 @@ def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
     """Greedy full-split evaluation of a run's ``best.pt`` (cached in ``<run>/ablation_eval.json``).
 
     Per split: the R2R metrics and, under ``failures/<category>``, the failure breakdown of
-    :mod:`envs.nav.failures` (fractions of the split's episodes).
+    :mod:`lodestar.envs.nav.eval.failures` (fractions of the split's episodes).
     """
     cache = run_dir / "ablation_eval.json"
     best = run_dir / "best.pt"

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from envs.nav.dataset import Episode
-from envs.nav.graph import NavGraph
-from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES, House
-from envs.nav.render import CameraConfig, Renderer, surface_colours
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.perception.render import CameraConfig, Renderer, surface_colours
+from lodestar.envs.nav.world.houses import OBJECT_CATEGORIES, ROOM_TYPES, House
 
 REFERENCE_RGB = (40, 170, 70)
 AGENT_RGB = (220, 60, 40)
@@ -269,7 +269,7 @@ def log_episode(
     map_size: int = 512,
 ) -> dict[str, Any]:
     """Log the map (``<tag>/map``), the first-person GIF (``<tag>/frames``) and the instruction
-    (``<tag>/instruction``) of one episode to a :class:`runtime.logger.RunLogger`.
+    (``<tag>/instruction``) of one episode to a :class:`lodestar.runtime.logger.RunLogger`.
 
     ``trajectory`` defaults to the reference path. Returns what was logged (map, frames, text).
     """

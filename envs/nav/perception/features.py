@@ -1,12 +1,12 @@
 """The feature store: render every viewpoint of a built world and cache its view features in HDF5.
 
 ``build_features(data_dir, name)`` writes ``<data_dir>/features/<name>.hdf5`` with one float16
-``[36, D]`` array per key ``"<scan>_<viewpoint>"`` (the R2R layout, see ``envs/nav/dataset.py``):
+``[36, D]`` array per key ``"<scan>_<viewpoint>"`` (the R2R layout, see ``envs/nav/data/``):
 
 - ``kind="cnn"``: the penultimate activations of the view encoder. The encoder is trained on views
   of the train houses (the scans of ``R2R_train.json``) unless ``features/encoder.pt`` already
   exists, and scored on views of the val_unseen houses.
-- ``kind="oracle"``: the semantic descriptors of ``envs/nav/semantics.py`` (no learning).
+- ``kind="oracle"``: the semantic descriptors of ``envs/nav/perception/semantics.py`` (no learning).
 
 A ``<name>_summary.json`` next to it records the encoder quality, the baselines, timings and sizes.
 
@@ -32,12 +32,19 @@ import h5py
 import numpy as np
 import torch
 
-from envs.nav.build import house_path, load_house
-from envs.nav.dataset import NUM_VIEWS, NavDataError, NavDataset, feature_key
-from envs.nav.houses import House
-from envs.nav.render import VIEW_ELEVATIONS, VIEW_HEADINGS, CameraConfig, Renderer, RenderOutput, Scene
-from envs.nav.semantics import DESCRIPTOR_DIM, oracle_descriptors, view_labels
-from envs.nav.view_encoder import (
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.features import NUM_VIEWS, feature_key
+from lodestar.envs.nav.perception.render import (
+    VIEW_ELEVATIONS,
+    VIEW_HEADINGS,
+    CameraConfig,
+    Renderer,
+    RenderOutput,
+    Scene,
+)
+from lodestar.envs.nav.perception.semantics import DESCRIPTOR_DIM, oracle_descriptors, view_labels
+from lodestar.envs.nav.perception.view_encoder import (
     EncoderConfig,
     LabelledViews,
     ViewEncoder,
@@ -46,8 +53,10 @@ from envs.nav.view_encoder import (
     save_encoder,
     train_view_encoder,
 )
-from runtime.device import resolve_device
-from runtime.progress import progress
+from lodestar.envs.nav.world.build import house_path, load_house
+from lodestar.envs.nav.world.houses import House
+from lodestar.runtime.device import resolve_device
+from lodestar.runtime.progress import progress
 
 ENCODER_FILE = "encoder.pt"
 FEATURE_KINDS = ("cnn", "oracle")
@@ -173,7 +182,7 @@ def sample_labelled_views(
 
 
 def _empty_views(size: int) -> LabelledViews:
-    from envs.nav.semantics import NUM_CATEGORIES
+    from lodestar.envs.nav.perception.semantics import NUM_CATEGORIES
 
     return LabelledViews(
         torch.zeros(0, size, size, 3, dtype=torch.uint8),

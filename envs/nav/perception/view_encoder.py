@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.nav.semantics import NUM_CATEGORIES, NUM_ROOM_TYPES
-from runtime.checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, load_file
+from lodestar.envs.nav.perception.semantics import NUM_CATEGORIES, NUM_ROOM_TYPES
+from lodestar.runtime.checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, load_file
 
 
 @dataclass
@@ -116,7 +116,7 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LabelledViews:
-    """Rendered views and their targets (see ``envs.nav.semantics.view_labels``), kept on the CPU."""
+    """Rendered views and their targets (see ``lodestar.envs.nav.perception.semantics.view_labels``), kept on the CPU."""
 
     images: torch.Tensor  # [N, S, S, 3] uint8
     room: torch.Tensor  # [N] int64
@@ -275,7 +275,7 @@ def save_encoder(
 def load_encoder(path: str | Path, device: torch.device) -> tuple[ViewEncoder, dict[str, Any]]:
     """Read an encoder written by :func:`save_encoder`; returns it (eval mode) and the whole checkpoint.
 
-    A missing, corrupt or foreign file is a :class:`runtime.checkpoint.CheckpointError` naming it.
+    A missing, corrupt or foreign file is a :class:`lodestar.runtime.checkpoint.CheckpointError` naming it.
     """
     state = load_file(path)
     try:

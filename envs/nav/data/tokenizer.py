@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from lodestar.envs.nav.data.r2r import load_r2r
+
 PAD, UNK, BOS, EOS, MASK, CLS = "<PAD>", "<UNK>", "<BOS>", "<EOS>", "<MASK>", "<CLS>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, MASK, CLS)
 VOCAB_FILE = "vocab.txt"
@@ -147,9 +149,6 @@ def build_vocab(
     write: bool = True,
 ) -> Vocab:
     """Build the vocabulary from ``R2R_<split>.json`` of a dataset directory and write ``vocab.txt``."""
-    # Imported here because dataset.py imports this module for NavDataset.vocab.
-    from envs.nav.dataset import load_r2r
-
     dataset_dir = Path(dataset_dir)
     episodes = load_r2r(dataset_dir / f"R2R_{split}.json")
     vocab = Vocab.build((text for ep in episodes for text in ep.instructions), min_count, max_size)

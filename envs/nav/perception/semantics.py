@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES
-from envs.nav.render import SURFACE_NAMES, RenderOutput, Scene
+from lodestar.envs.nav.perception.render import SURFACE_NAMES, RenderOutput, Scene
+from lodestar.envs.nav.world.houses import OBJECT_CATEGORIES, ROOM_TYPES
 
 NUM_CATEGORIES = len(OBJECT_CATEGORIES)
 NUM_ROOM_TYPES = len(ROOM_TYPES)

@@ -1,6 +1,6 @@
 """Build a navigation world dataset directory: houses, graphs, R2R episodes and instructions.
 
-The output is laid out like the real R2R data (see ``envs/nav/dataset.py``)::
+The output is laid out like the real R2R data (see ``envs/nav/data/``)::
 
     connectivity/<scan>_connectivity.json, connectivity/scans.txt
     R2R_train.json, R2R_val_seen.json, R2R_val_unseen.json, R2R_test.json
@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from envs.nav.dataset import Episode, write_connectivity, write_r2r, write_scans
-from envs.nav.episodes import SPLITS, PathConfig, make_episode, sample_paths, split_of_house
-from envs.nav.houses import House, HouseConfig, generate_house
-from envs.nav.instructions import generate_instructions
-from envs.nav.viewpoints import GraphConfig, Viewpoint, ViewpointGraph, build_viewpoint_graph
-from runtime.config import ConfigError, apply_overrides, from_dict, to_dict
-from runtime.progress import progress
+from lodestar.envs.nav.data.connectivity import write_connectivity, write_scans
+from lodestar.envs.nav.data.r2r import Episode, write_r2r
+from lodestar.envs.nav.world.episodes import SPLITS, PathConfig, make_episode, sample_paths, split_of_house
+from lodestar.envs.nav.world.houses import House, HouseConfig, generate_house
+from lodestar.envs.nav.world.instructions import generate_instructions
+from lodestar.envs.nav.world.viewpoints import GraphConfig, Viewpoint, ViewpointGraph, build_viewpoint_graph
+from lodestar.runtime.config import ConfigError, apply_overrides, from_dict, to_dict
+from lodestar.runtime.progress import progress
 
 # Bumped whenever generation changes, so an existing directory is not mistaken for a fresh build.
 GENERATOR_VERSION = 1
@@ -273,7 +274,7 @@ def _write(root: Path, config: BuildConfig, results: list[HouseResult]) -> dict[
             episode.path_id = path_id
             path_id += 1
         write_r2r(root / f"R2R_{name}.json", by_split[name])
-    from envs.nav.tokenizer import VOCAB_FILE, Vocab
+    from lodestar.envs.nav.data.tokenizer import VOCAB_FILE, Vocab
 
     train_texts = [text for ep in by_split["train"] for text in ep.instructions]
     vocab = Vocab.build(train_texts, min_count=config.vocab_min_count)
@@ -285,7 +286,7 @@ def summarize(
     config: BuildConfig, results: list[HouseResult], by_split: dict[str, list[Episode]], vocab_file_size: int
 ) -> dict[str, Any]:
     """Counts and statistics of a built world (everything but the build time is deterministic)."""
-    from envs.nav.tokenizer import tokenize
+    from lodestar.envs.nav.data.tokenizer import tokenize
 
     graphs = [r.graph for r in results]
     degrees = np.concatenate([g.adjacency.sum(axis=1) for g in graphs])

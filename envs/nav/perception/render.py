@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.nav.houses import OBJECT_CATEGORIES, ROOM_TYPES, House
-from runtime.device import resolve_device
+from lodestar.envs.nav.world.houses import OBJECT_CATEGORIES, ROOM_TYPES, House
+from lodestar.runtime.device import resolve_device
 
 NUM_VIEWS = 36
 VIEW_HEADINGS = np.arange(NUM_VIEWS) % 12 * (math.pi / 6)

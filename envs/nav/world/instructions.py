@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.nav.houses import House
-from envs.nav.viewpoints import Viewpoint
+from lodestar.envs.nav.world.houses import House
+from lodestar.envs.nav.world.viewpoints import Viewpoint
 
 SLIGHT_TURN, TURN, TURN_AROUND = 30.0, 60.0, 140.0  # degrees of heading change
 

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from envs.nav.dataset import Episode, NavDataError, NavDataset
-from envs.nav.graph import NavGraph
+from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
 
 SUCCESS_DISTANCE = 3.0
 METRIC_KEYS = ("ne", "sr", "osr", "tl", "spl", "ndtw", "sdtw", "cls")

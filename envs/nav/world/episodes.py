@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.nav.dataset import Episode
-from envs.nav.graph import NavGraph
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
 
 SPLITS: tuple[str, ...] = ("train", "val_seen", "val_unseen", "test")
 SEEN_SPLITS = ("train", "val_seen")

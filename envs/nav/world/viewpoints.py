@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.nav.graph import NavGraph
-from envs.nav.houses import House, Room
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.world.houses import House, Room
 
 
 @dataclass(frozen=True)

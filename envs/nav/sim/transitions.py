@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from envs.nav.dataset import NUM_VIEWS
-from envs.nav.feature_table import angle_features
+from lodestar.envs.nav.data.features import NUM_VIEWS
+from lodestar.envs.nav.sim.feature_table import angle_features
 
 if TYPE_CHECKING:
-    from envs.nav.simulator import PackedGraphs
+    from lodestar.envs.nav.sim.packing import PackedGraphs
 
 # Columns of a transition record.
 NEXT_VP, NEXT_BASE, NEXT_LOCAL, FLAGS, LENGTH, HEAD = range(6)

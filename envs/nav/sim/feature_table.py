@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.nav.dataset import NUM_VIEWS
+from lodestar.envs.nav.data.features import NUM_VIEWS
 
 VIEW_STEP = math.pi / 6  # 30 degrees between panorama views
 VIEW_HEADINGS = np.arange(NUM_VIEWS) % 12 * VIEW_STEP

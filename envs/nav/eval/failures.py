@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from envs.nav.dataset import Episode
-from envs.nav.graph import NavGraph
-from envs.nav.metrics import SUCCESS_DISTANCE, dedupe
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.eval.metrics import SUCCESS_DISTANCE, dedupe
 
 CATEGORIES = (
     "success",

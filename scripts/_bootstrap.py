@@ -1,8 +1,0 @@
-"""Make the repository importable when a script is run as ``python scripts/<name>.py`` without install."""
-
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
