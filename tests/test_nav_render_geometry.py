@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lodestar.envs.nav.perception.render import OBJECT, WALL, CameraConfig, Renderer
-from lodestar.envs.nav.world.houses import generate_house
+from lodestar.envs.nav.world.house_generator import generate_house
 from lodestar.envs.nav.world.viewpoints import build_viewpoint_graph
 from tests.test_nav_render import HEIGHT, box_room, crate, two_rooms
 

@@ -34,9 +34,9 @@ validation and checkpoint; Ctrl-C) is the one every trainer shares,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,16 +45,17 @@ from lodestar.agents.rollout import Rollout, RolloutCollector, Transition
 from lodestar.agents.vln.dagger import DaggerWriter, replay_inputs
 from lodestar.agents.vln.distributed import average_gradients, init_distributed
 from lodestar.agents.vln.evaluate import Evaluation, evaluate_follower, log_sample_episodes, make_eval_env
+from lodestar.agents.vln.finetune_config import ARCHITECTURE_KEYS, FinetuneConfig, LearnerConfig
 from lodestar.agents.vln.follower import (
     ARCHITECTURE_FIELDS,
     Follower,
     FollowerBundle,
-    FollowerConfig,
-    FollowerMemory,
     FollowerPolicy,
     load_follower,
 )
+from lodestar.agents.vln.rollout_replay import ReplayedRollout, generalized_advantages, replay_rollout
 from lodestar.agents.vln.trajectories import PathFeaturizer
+from lodestar.envs.base import dict_observation
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.eval.metrics import METRIC_KEYS
 from lodestar.envs.nav.sim.env import NavVecEnv
@@ -66,186 +67,15 @@ from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lodestar.runtime.training import IterationTrainer, RunResult, Span
 from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
 
-
-@dataclass
-class FinetuneDataConfig:
-    features: str = "cnn"
-    angle_feature_size: int = 32
-    max_instruction_len: int = 80
-    train_split: str = "train"
-    augment_split: str | None = None  # e.g. "synthetic": EnvDrop-style augmentation
-    augment_every: int = 2  # with augmentation, every n-th iteration runs on augment_split
-    eval_splits: list[str] = field(default_factory=lambda: ["val_seen", "val_unseen"])
-    eval_max_episodes: int = 0  # paths per evaluation split during training; 0 = all
-    feature_dtype: Literal["float32", "float16"] = "float16"
-
-
-@dataclass
-class NavEnvConfig:
-    max_steps: int = 15
-    success_distance: float = 3.0
-    success_bonus: float = 2.0
-    failure_penalty: float = 2.0
-    move_reward: Literal["distance", "sign"] = "distance"
-
-
-@dataclass
-class LearnerConfig:
-    teacher_envs: int = 16  # rows driven by the teacher (teacher forcing)
-    learner_envs: int = 16  # rows driven by the follower (student forcing, DAgger, A2C)
-    rollout_steps: int = 15
-    teacher_prob: float = 0.0  # DAgger beta on learner rows
-    teacher_weight: float = 1.0
-    student_weight: float = 1.0
-    rl_weight: float = 0.5
-    value_weight: float = 0.5
-    entropy_weight: float = 0.01
-    gamma: float = 0.9
-    gae_lambda: float = 0.95
-    normalize_advantages: bool = True
-    # An episode cut at max_steps is scored where it ends (as the R2R metrics do): "stop" gives it the
-    # STOP reward there and ends the return; "bootstrap" continues it with the critic's value, which
-    # lets the policy avoid the failure penalty by never stopping.
-    truncation: Literal["stop", "bootstrap"] = "stop"
-
-    def __post_init__(self) -> None:
-        if self.teacher_envs < 0 or self.learner_envs < 0 or self.teacher_envs + self.learner_envs < 1:
-            raise ValueError("teacher_envs and learner_envs must be >= 0 with at least one env")
-        if self.rollout_steps < 1:
-            raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
-
-
-@dataclass
-class DaggerConfig:
-    enabled: bool = True
-    capacity: int = 20_000  # episodes kept (FIFO)
-    batch_size: int = 8
-    weight: float = 1.0
-    min_episodes: int = 64  # replay starts once the store holds this many
-
-
-@dataclass
-class FinetuneConfig:
-    """The typed schema of ``configs/vln_finetune.yaml``."""
-
-    name: str | None = None
-    data_dir: str = ""
-    init: str | None = None  # pretrained follower: a pretraining run dir, checkpoint or best.pt
-    seed: int = 0
-    device: str = "auto"
-    torch_threads: int = 0
-    runs_dir: str = "runs"
-    iterations: int = 2000
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    grad_clip: float = 2.0
-    log_every: int = 20
-    eval_every: int = 250
-    eval_num_envs: int = 64
-    select_split: str = "val_unseen"
-    select_metric: Literal["spl", "sr", "ndtw", "sdtw", "cls"] = "spl"
-    log_episodes: int = 2  # maps + GIFs per evaluation split at every validation (procedural worlds)
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 2
-    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
-    env: NavEnvConfig = field(default_factory=NavEnvConfig)
-    learn: LearnerConfig = field(default_factory=LearnerConfig)
-    dagger: DaggerConfig = field(default_factory=DaggerConfig)
-    model: FollowerConfig = field(default_factory=FollowerConfig)
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "log_every", "eval_num_envs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every > 0 and self.select_split not in self.data.eval_splits:
-            raise ValueError(
-                f"select_split {self.select_split!r} must be one of data.eval_splits {self.data.eval_splits}"
-            )
-        if self.data.augment_split is not None and self.data.augment_every < 2:
-            raise ValueError("data.augment_every must be >= 2 (every n-th iteration is augmentation)")
-
-
-ARCHITECTURE_KEYS = [
-    "data.features",
-    "data.angle_feature_size",
-    "data.max_instruction_len",
-    "data.augment_split",
-    "learn.teacher_envs",
-    "learn.learner_envs",
-    *(f"model.{name}" for name in ARCHITECTURE_FIELDS),
-]
-
-
-# -- the learner's pass over a collected rollout ---------------------------------------------------
-
-
-@dataclass
-class ReplayedRollout:
-    """Follower outputs on a rollout: ``logits [T, N, C]``, ``values [T, N]`` (with gradients) and
-    ``next_values [T, N]`` (detached): the value of the state after each step, 0 after termination."""
-
-    logits: torch.Tensor
-    values: torch.Tensor
-    next_values: torch.Tensor
-
-
-def _at(obs: dict[str, torch.Tensor], t: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    return {k: (v[t] if rows is None else v[t][rows]) for k, v in obs.items()}
-
-
-def replay_rollout(
-    model: Follower, rollout: Rollout, start_memory: FollowerMemory | None, start_fresh: torch.Tensor
-) -> ReplayedRollout:
-    """Re-run the follower over ``rollout`` with gradients (see the module docstring)."""
-    steps, n = rollout.action.shape
-    done = rollout.terminated | rollout.truncated
-    memory = start_memory
-    bootstrap = torch.zeros(steps, n, device=rollout.reward.device)
-    logits, values = [], []
-    everyone = torch.ones(n, dtype=torch.bool, device=done.device)
-    for t in range(steps):
-        # Text is re-encoded with gradients at t = 0; states carried into the rollout are constants.
-        fresh_text, fresh_state = (everyone, start_fresh) if t == 0 else (done[t - 1], done[t - 1])
-        out, memory = model.observe(memory, _at(rollout.obs, t), fresh_text, fresh_state)
-        logits.append(out.logits)
-        values.append(out.value)
-        truncated = torch.nonzero(rollout.truncated[t]).flatten()
-        if truncated.numel():
-            with torch.no_grad():
-                final, _ = model.observe(
-                    memory.select(truncated).detach(), _at(rollout.next_obs, t, truncated)
-                )
-            bootstrap[t, truncated] = final.value
-    with torch.no_grad():
-        last, _ = model.observe(memory.detach(), rollout.last_obs, done[-1], done[-1])
-    value_tensor = torch.stack(values)
-    following = torch.cat([value_tensor[1:].detach(), last.value.unsqueeze(0)])
-    return ReplayedRollout(torch.stack(logits), value_tensor, torch.where(done, bootstrap, following))
-
-
-def generalized_advantages(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    done: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE(lambda) advantages and returns over ``[T, N]`` tensors; ``next_values`` already handle episode ends."""
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * next_values[t] - values[t]
-        running = delta + gamma * lam * (~done[t]).to(rewards.dtype) * running
-        advantages[t] = running
-    return advantages, advantages + values
-
-
 # -- one env with its policy, collector and DAgger writer ------------------------------------------
 
 
 class Runner:
-    """A training env driven half by the teacher, half by the learner, with its own memory."""
+    """A training env driven half by the teacher, half by the learner, with its own memory.
+
+    The collector logs every action sent, so a resumed run replays them to bring the env back
+    (:meth:`load_state_dict`).
+    """
 
     def __init__(
         self,
@@ -254,56 +84,45 @@ class Runner:
         config: LearnerConfig,
         generator: torch.Generator,
         writer: DaggerWriter | None,
+        seed: int,
     ) -> None:
         self.env = env
+        self.seed = seed
         self.teacher_rows = torch.arange(env.num_envs, device=env.device) < config.teacher_envs
         self.policy = FollowerPolicy(
             model, env.num_envs, "sample", self.teacher_rows, config.teacher_prob, generator
         )
         self.writer = writer
-        self.collector = RolloutCollector(env, self.policy, self._sink, self.policy.on_episode_end)
-        self.actions: list[torch.Tensor] = []  # every batch of actions sent to the env, for exact resume
+        self.collector = RolloutCollector(
+            env, self.policy, self._sink, self.policy.on_episode_end, record_actions=True
+        )
         self.learner_outcomes: list[float] = []  # success of finished learner episodes since the last log
 
     def _sink(self, t: Transition) -> None:
-        self.actions.append(t.action.to(device="cpu", dtype=torch.uint8))
         if self.writer is not None:
             self.writer(t)
         finished = t.done & ~self.teacher_rows
         if bool(finished.any()):
             self.learner_outcomes.extend(t.info["success"][finished].float().tolist())
 
-    def start(self, seed: int) -> None:
-        self.collector.reset(seed=seed)
+    def start(self) -> None:
+        self.collector.reset(seed=self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "actions": torch.stack(self.actions)
-            if self.actions
-            else torch.zeros(0, self.env.num_envs, dtype=torch.uint8),
+            "actions": self.collector.recorded_actions(),
             "policy": self.policy.state_dict(),
             "writer": None if self.writer is None else self.writer.state_dict(),
             "global_step": self.collector.global_step,
         }
 
-    def load_state_dict(self, state: dict[str, Any], seed: int) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replay the recorded actions from a fresh reset, then restore memory and buffers."""
-        self.collector.reset(seed=seed)
-        recorded = iter(state["actions"].to(self.env.device, dtype=torch.int64))
-        sink, policy, hook = self.collector.sink, self.collector.policy, self.collector.on_episode_end
-        self.collector.sink, self.collector.on_episode_end = None, None
-        self.collector.policy = lambda obs: next(recorded)
-        try:
-            for _ in range(len(state["actions"])):
-                self.collector.step()
-        finally:
-            self.collector.sink, self.collector.policy, self.collector.on_episode_end = sink, policy, hook
-        self.collector.pop_episodes()
+        self.collector.replay_actions(state["actions"], self.seed)
         if self.collector.global_step != state["global_step"]:
             raise CheckpointError(
                 f"replayed {self.collector.global_step} env steps but the checkpoint is at {state['global_step']}"
             )
-        self.actions = list(state["actions"])
         self.policy.load_state_dict(state["policy"])
         if self.writer is not None and state["writer"] is not None:
             self.writer.load_state_dict(state["writer"])
@@ -371,6 +190,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
     def _make_runner(self, split: str, num_envs: int, dtype: torch.dtype, seed_offset: int) -> Runner:
         c = self.config
         e = c.env
+        seed = c.seed + 1000 * seed_offset + 100_003 * self.dist.rank
         env = NavVecEnv(
             self.dataset,
             split,
@@ -378,7 +198,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
             features=c.data.features,
             device=self.device,
             max_steps=e.max_steps,
-            seed=c.seed + 1000 * seed_offset + 100_003 * self.dist.rank,
+            seed=seed,
             success_distance=e.success_distance,
             success_bonus=e.success_bonus,
             failure_penalty=e.failure_penalty,
@@ -392,8 +212,8 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         if self.store is not None and c.learn.learner_envs > 0:
             learner_rows = torch.arange(num_envs, device=self.device) >= c.learn.teacher_envs
             writer = DaggerWriter(self.store, env, self.featurizer, learner_rows)
-        runner = Runner(env, self.model, c.learn, self.generator, writer)
-        runner.start(env.seed)
+        runner = Runner(env, self.model, c.learn, self.generator, writer, seed)
+        runner.start()
         return runner
 
     def _load_init(self, source: str) -> dict[str, Any]:
@@ -491,7 +311,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         values = out.values.detach()
         rewards, next_values = rollout.reward, out.next_values
         if learn.truncation == "stop":
-            reached = rollout.next_obs["distance"] < e.success_distance
+            reached = dict_observation(rollout.next_obs)["distance"] < e.success_distance
             stop_reward = torch.where(reached, e.success_bonus, -e.failure_penalty).to(rewards.dtype)
             rewards = torch.where(rollout.truncated, rewards + stop_reward, rewards)
             next_values = torch.where(rollout.truncated, torch.zeros_like(next_values), next_values)
@@ -542,11 +362,11 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         for runner in self.runners.values():
             runner.learner_outcomes.clear()
         if outcomes:
-            means["train/learner_success_rate"] = sum(outcomes) / len(outcomes)
-        means["charts/episodes_per_second"] = span.per_second(episodes - self._window_episodes)
-        means["charts/iterations_per_second"] = span.per_second(span.iterations)
+            means["rollout/learner_success_rate"] = sum(outcomes) / len(outcomes)
+        means["perf/episodes_per_second"] = span.per_second(episodes - self._window_episodes)
+        means["perf/iterations_per_second"] = span.per_second(span.iterations)
         if self.store is not None:
-            means["charts/dagger_store_episodes"] = len(self.store)
+            means["rollout/dagger_store_episodes"] = len(self.store)
         if logger is not None:
             logger.scalars(means, self.iteration)
         self.last_scores.update(means)
@@ -598,7 +418,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
             self.bundle({"selected_by": key, "score": scores[key]}).save(self.run_dir / "best.pt")
         if logger is not None:
             logger.scalars(scores, self.iteration)
-            logger.scalar(f"eval/best_{c.select_split}_{c.select_metric}", self.best_score, self.iteration)
+            logger.scalar(f"eval/{c.select_split}/best_{c.select_metric}", self.best_score, self.iteration)
             self._log_maps(logger, evaluations)
             logger.flush()
         return scores
@@ -678,7 +498,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         self.optimizer.load_state_dict(state["optimizer"])
         mine = processes[self.dist.rank]
         for split, runner in self.runners.items():
-            runner.load_state_dict(mine["runners"][split], runner.env.seed)
+            runner.load_state_dict(mine["runners"][split])
         if self.store is not None and mine["store"] is not None:
             self.store.load_state_dict(mine["store"])
         self.iteration, self.episodes_done = int(state["iteration"]), int(mine["episodes_done"])

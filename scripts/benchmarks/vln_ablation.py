@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from lodestar.agents.vln.evaluate import evaluate_follower, make_eval_env
-from lodestar.agents.vln.finetune import FinetuneConfig, FinetuneTrainer
+from lodestar.agents.vln.finetune import FinetuneTrainer
+from lodestar.agents.vln.finetune_config import FinetuneConfig
 from lodestar.agents.vln.follower import load_follower
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer
 from lodestar.envs.nav.data.dataset import NavDataset

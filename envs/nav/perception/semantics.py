@@ -20,7 +20,8 @@ import math
 import torch
 
 from lodestar.envs.nav.perception.render import SURFACE_NAMES, RenderOutput, Scene
-from lodestar.envs.nav.world.houses import OBJECT_CATEGORIES, ROOM_TYPES
+from lodestar.envs.nav.world.furniture import OBJECT_CATEGORIES
+from lodestar.envs.nav.world.houses import ROOM_TYPES
 
 NUM_CATEGORIES = len(OBJECT_CATEGORIES)
 NUM_ROOM_TYPES = len(ROOM_TYPES)

@@ -26,8 +26,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lodestar.envs.nav.data.graph import NavGraph
 from lodestar.envs.nav.data.r2r import Episode
-from lodestar.envs.nav.perception.render import CameraConfig, Renderer, surface_colours
-from lodestar.envs.nav.world.houses import OBJECT_CATEGORIES, ROOM_TYPES, House
+from lodestar.envs.nav.perception.materials import surface_colours
+from lodestar.envs.nav.perception.render import CameraConfig, Renderer
+from lodestar.envs.nav.world.furniture import OBJECT_CATEGORIES
+from lodestar.envs.nav.world.houses import ROOM_TYPES, House
 
 REFERENCE_RGB = (40, 170, 70)
 AGENT_RGB = (220, 60, 40)

@@ -30,7 +30,9 @@ import numpy as np
 from lodestar.envs.nav.data.connectivity import write_connectivity, write_scans
 from lodestar.envs.nav.data.r2r import Episode, write_r2r
 from lodestar.envs.nav.world.episodes import SPLITS, PathConfig, make_episode, sample_paths, split_of_house
-from lodestar.envs.nav.world.houses import House, HouseConfig, generate_house
+from lodestar.envs.nav.world.floorplan import HouseConfig
+from lodestar.envs.nav.world.house_generator import generate_house
+from lodestar.envs.nav.world.houses import House
 from lodestar.envs.nav.world.instructions import generate_instructions
 from lodestar.envs.nav.world.viewpoints import GraphConfig, Viewpoint, ViewpointGraph, build_viewpoint_graph
 from lodestar.runtime.config import ConfigError, apply_overrides, from_dict, to_dict
