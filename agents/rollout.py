@@ -6,12 +6,17 @@ it into a replay buffer) and every step is handed to it as it happens; ``collect
 
 Transitions always carry the *true* next observation: for envs whose episode ended at a step, the
 env's ``info["final_obs"]`` replaces the auto-reset observation.
+
+Exact resume of envs that cannot be snapshotted (ale-py's emulators): with ``record_actions`` the
+collector keeps every action it sends (one byte per env step), and :meth:`RolloutCollector.replay_actions`
+brings a freshly seeded env back to where those actions left it. The policy stays free of side effects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, cast, overload
 
 import torch
 
@@ -64,16 +69,19 @@ class EpisodeRecord:
 
 
 def _stack(items: list[Observation]) -> Observation:
-    if isinstance(items[0], dict):
-        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
-    return torch.stack(items)
+    first = items[0]
+    if isinstance(first, dict):  # one env's observations are all dicts or all tensors
+        dicts = cast(list[dict[str, torch.Tensor]], items)
+        return {key: torch.stack([item[key] for item in dicts]) for key in first}
+    return torch.stack(cast(list[torch.Tensor], items))
 
 
 class RolloutCollector:
     """Steps ``env`` with ``policy``; keeps the current observation and finished-episode records.
 
     ``on_episode_end`` is called with the done mask after every step in which some episode ended,
-    so recurrent policies can clear their state for those envs.
+    so recurrent policies can clear their state for those envs. ``record_actions`` keeps a log of the
+    discrete actions (0-255) sent to the env, for :meth:`replay_actions`.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class RolloutCollector:
         policy: Policy,
         sink: Callable[[Transition], None] | None = None,
         on_episode_end: Callable[[torch.Tensor], None] | None = None,
+        record_actions: bool = False,
     ) -> None:
         self.env = env
         self.policy = policy
@@ -90,6 +99,8 @@ class RolloutCollector:
         self.obs: Observation | None = None
         self.global_step = 0
         self._episodes: list[EpisodeRecord] = []
+        # One byte per env step: 10M Atari steps cost 10 MB, not 10M tensors.
+        self._action_log: bytearray | None = bytearray() if record_actions else None
 
     def reset(self, seed: int | None = None) -> Observation:
         self.obs = self.env.reset(seed=seed)
@@ -102,6 +113,8 @@ class RolloutCollector:
         with torch.no_grad():
             output = self.policy(self.obs)
         action, extras = output if isinstance(output, tuple) else (output, {})
+        if self._action_log is not None:
+            self._action_log += self._action_bytes(action)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         done = terminated | truncated
         any_done = bool(done.any())
@@ -117,6 +130,12 @@ class RolloutCollector:
         self.obs = next_obs
         return transition
 
+    @overload
+    def collect(self, num_steps: int, keep: Literal[True]) -> Rollout: ...
+
+    @overload
+    def collect(self, num_steps: int, keep: bool | None = None) -> Rollout | None: ...
+
     def collect(self, num_steps: int, keep: bool | None = None) -> Rollout | None:
         """Run ``num_steps`` batched steps; return the stacked batch when there is no sink (or ``keep``)."""
         keep = self.sink is None if keep is None else keep
@@ -127,6 +146,7 @@ class RolloutCollector:
                 steps.append(transition)
         if not keep:
             return None
+        assert self.obs is not None  # step() set it
         extras_keys = steps[0].extras.keys()
         return Rollout(
             obs=_stack([s.obs for s in steps]),
@@ -139,10 +159,45 @@ class RolloutCollector:
             last_obs=self.obs,
         )
 
+    def recorded_actions(self) -> torch.Tensor:
+        """Every action sent since the collector was made (or replayed to), ``[steps, num_envs]`` uint8."""
+        if self._action_log is None:
+            raise RuntimeError("this collector does not record actions: create it with record_actions=True")
+        if not self._action_log:  # torch.frombuffer refuses an empty buffer
+            return torch.zeros((0, self.env.num_envs), dtype=torch.uint8)
+        return torch.frombuffer(self._action_log, dtype=torch.uint8).clone().view(-1, self.env.num_envs)
+
+    def replay_actions(self, actions: torch.Tensor, seed: int | None) -> None:
+        """Bring the env back to where ``actions`` (``[steps, num_envs]``) left it after a reset with ``seed``.
+
+        The steps bypass the policy, the sink and ``on_episode_end`` and leave no episode records;
+        ``global_step`` restarts from 0 to count them and, when recording, the log holds exactly them.
+        """
+        policy, sink, hook = self.policy, self.sink, self.on_episode_end
+        recorded = iter(actions.to(self.env.device, dtype=torch.int64))
+        self.policy, self.sink, self.on_episode_end = (lambda obs: next(recorded)), None, None
+        if self._action_log is not None:
+            self._action_log = bytearray()
+        self.global_step = 0
+        try:
+            self.reset(seed=seed)
+            for _ in range(len(actions)):
+                self.step()
+        finally:
+            self.policy, self.sink, self.on_episode_end = policy, sink, hook
+        self._episodes.clear()
+
     def pop_episodes(self) -> list[EpisodeRecord]:
         """Episodes finished since the last call (for logging)."""
         episodes, self._episodes = self._episodes, []
         return episodes
+
+    @staticmethod
+    def _action_bytes(action: torch.Tensor) -> bytes:
+        on_cpu = action.detach().to("cpu")
+        if on_cpu.is_floating_point() or bool(((on_cpu < 0) | (on_cpu > 255)).any()):
+            raise ValueError("record_actions keeps discrete actions in 0..255 (one byte each)")
+        return on_cpu.to(torch.uint8).numpy().tobytes()
 
     def _record_episodes(self, done: torch.Tensor, info: dict) -> None:
         indices = torch.nonzero(done).flatten().tolist()

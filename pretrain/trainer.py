@@ -184,8 +184,9 @@ class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
         )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.sampler = DistributedSampler(
-            range(len(self.data)),
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            # The sampler only takes len() of its dataset; torch annotates that argument as a Dataset.
+            range(len(self.data)),  # type: ignore[arg-type]
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
             shuffle=True,
@@ -253,8 +254,8 @@ class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
             logger.scalars({f"train/{k}": v for k, v in span.means.items()}, self.iteration)
             logger.scalars(
                 {
-                    "charts/samples_per_second": span.per_second(span.iterations * self.config.batch_size),
-                    "charts/lr": self.scheduler.get_last_lr()[0],
+                    "perf/samples_per_second": span.per_second(span.iterations * self.config.batch_size),
+                    "train/lr": float(self.scheduler.get_last_lr()[0]),
                 },
                 self.iteration,
             )

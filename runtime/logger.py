@@ -1,5 +1,27 @@
 """TensorBoard logging under ``runs/<run-name>/``: scalars, histograms, text, images and GIF videos.
 
+One tag scheme for every run (DQN, speaker, pretraining, fine-tuning, standalone evaluation); the
+first part of a tag is one of :data:`SECTIONS`, so each becomes one group of cards in TensorBoard:
+
+- ``train/<metric>``: the updates, averaged over the log window: ``loss`` and its parts
+  (``q_mean``, ``mlm``, ``teacher_forcing``, ``dagger``, ...), ``grad_norm``, ``lr``;
+- ``rollout/<metric>``: the data a run collects: its training episodes (``episodic_return``,
+  ``episodic_length``, ``clipped_episodic_return``, ``learner_success_rate``), exploration
+  (``epsilon``) and what its buffers hold (``replay_size``, ``dagger_store_episodes``);
+- ``perf/<metric>``: throughput over the log window: ``steps_per_second``, ``updates_per_second``,
+  ``iterations_per_second``, ``samples_per_second``, ``episodes_per_second``;
+- ``eval/[<split>/]<metric>``: evaluation during training, at the run's step: DQN's
+  ``eval/episodic_return_mean`` / ``_median`` and ``eval/video``; per split for the navigation
+  trainers: R2R metrics (``eval/val_unseen/spl``), BLEU (``eval/val_unseen/bleu4``), decoded samples
+  (``eval/<split>/samples``), episode maps and GIFs (``eval/<split>/episodes/<instr_id>/map``) and the
+  best score so far of the metric that selects ``best.pt`` (``eval/<split>/best_<metric>``);
+- ``final/<split>/<metric>``: a standalone evaluation of a saved model (``scripts/evaluate_vln.py``) at
+  its checkpoint's iteration, with its failure breakdown (``final/<split>/failures/<category>``) and
+  episode maps, so that it never lands on the cards of the run's own ``eval/`` curves.
+
+Steps are the run's progress counter: env steps for DQN, iterations for the navigation trainers. The
+resolved config is the text ``config`` at step 0, beside a trainer's notes (``data``, ``init``).
+
 ``torch.utils.tensorboard``'s ``add_video`` needs moviepy and silently writes nothing with moviepy
 2.x, so videos are encoded here as animated GIFs with Pillow and written as image summaries, which
 TensorBoard's image dashboard plays.
@@ -16,6 +38,9 @@ import torch
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
+
+# The first part of every scalar, image and video tag (the scheme above).
+SECTIONS = ("train", "rollout", "perf", "eval", "final")
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -93,7 +118,9 @@ class RunLogger:
             colorspace=3,
             encoded_image_string=encode_gif(array, fps),
         )
-        self.writer.file_writer.add_summary(
+        # Through _get_file_writer, as SummaryWriter's own add_* methods write (its file_writer
+        # attribute is typed None: it is assigned in an unannotated method).
+        self.writer._get_file_writer().add_summary(
             Summary(value=[Summary.Value(tag=tag, image=summary_image)]), step
         )
 

@@ -1,15 +1,21 @@
-"""What every iteration-counted training run shares: set-up, stop signals and the loop around the update.
+"""What every training run shares: set-up, stop signals and the loop around the update.
 
-A trainer (speaker, pretraining, fine-tuning) owns its data, model, update, evaluation and checkpoint
-contents. What is the same for all of them lives here, once:
+A trainer (DQN, speaker, pretraining, fine-tuning) owns its data, model, update, evaluation and
+checkpoint contents. What is the same for all of them lives here, once:
 
-- :class:`IterationTrainer` ``__init__``: refuse a missing dataset directory, cap torch's threads,
-  pick the device, seed every generator and set up the run's checkpoint directory;
+- :class:`Trainer` ``__init__``: cap torch's threads, pick the device, seed every generator and set up
+  the run's checkpoint directory (:class:`IterationTrainer` also refuses a missing dataset directory);
 - :func:`stop_on_signals`: Ctrl-C / SIGTERM ask the run to stop after the current update, so that
   the checkpoint written on the way out is consistent;
-- :meth:`IterationTrainer.train`: the loop with its periodic log / evaluation / checkpoint, the
-  last evaluation, the final (or interrupted) checkpoint and the run's TensorBoard logger;
+- :meth:`Trainer.train`: the loop with its periodic log / evaluation / checkpoint, the progress bar,
+  the last evaluation, the final (or interrupted) checkpoint and the run's TensorBoard logger (run
+  directory, ``config.yaml`` and the config as text);
 - :func:`train_run`: what a training script does with a trainer (resume, train, close).
+
+The loop counts progress in the trainer's own unit (:attr:`Trainer.progress`, bounds and periods in
+its :class:`Schedule`): iterations for the navigation trainers (one per update, :class:`IterationTrainer`),
+env steps for DQN (``num_envs`` per loop iteration). A periodic task runs when the counter crosses a
+multiple of its period (:func:`due`); for a counter that grows by one that is ``count % every == 0``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -42,23 +48,40 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class RunConfig(Protocol):
-    """The fields every iteration-counted training config has (each trainer's dataclass schema)."""
+class TrainerConfig(Protocol):
+    """The fields every training config has (each trainer's dataclass schema)."""
 
-    data_dir: str
     seed: int
     device: str
     torch_threads: int
+    keep_checkpoints: int
+
+
+class RunConfig(TrainerConfig, Protocol):
+    """The fields of an iteration-counted training config on a navigation dataset."""
+
+    data_dir: str
     iterations: int
     log_every: int
     eval_every: int  # 0: no evaluation
     checkpoint_every: int  # 0: only the final checkpoint
-    keep_checkpoints: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How far a run goes and how often the loop logs, evaluates and checkpoints, in the trainer's unit."""
+
+    total: int
+    log_every: int  # 0: never
+    eval_every: int  # 0: no periodic evaluation
+    checkpoint_every: int  # 0: only the final checkpoint
+    evaluate_at_end: bool  # evaluate once more when the run ends (unless it just did, or was stopped)
+    unit: str = "it"  # the progress bar's unit
 
 
 @dataclass(kw_only=True)
 class RunResult:
-    """What every training run reports; each trainer extends it with its own figures."""
+    """What every iteration-counted training run reports; each trainer extends it with its own figures."""
 
     run_dir: Path
     iterations: int
@@ -67,7 +90,10 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Span:
-    """A stretch of a run: each metric's mean over it, the iterations it took and its wall time."""
+    """A stretch of a run: each metric's mean over it, the progress it made and its wall time.
+
+    ``iterations`` counts in the loop's unit: iterations, or env steps for a trainer counting those.
+    """
 
     means: dict[str, float]
     iterations: int
@@ -82,14 +108,14 @@ class MetricWindow:
     """Sums the metrics of each update between two logs.
 
     Means are per key, over the updates that reported it: some losses only start later (e.g. DAgger's
-    once its store is full enough).
+    once its store is full enough, DQN's once learning starts).
     """
 
-    def __init__(self, iteration: int) -> None:
-        self._open(time.perf_counter(), iteration)
+    def __init__(self, count: int) -> None:
+        self._open(time.perf_counter(), count)
 
-    def _open(self, now: float, iteration: int) -> None:
-        self._started, self._start_iteration = now, iteration
+    def _open(self, now: float, count: int) -> None:
+        self._started, self._start_count = now, count
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
 
@@ -98,12 +124,12 @@ class MetricWindow:
             self._sums[key] = self._sums.get(key, 0.0) + value
             self._counts[key] = self._counts.get(key, 0) + 1
 
-    def close(self, iteration: int) -> Span:
-        """The span since the window opened; the next one starts now, at ``iteration``."""
+    def close(self, count: int) -> Span:
+        """The span since the window opened; the next one starts now, at progress ``count``."""
         now = time.perf_counter()
         means = {key: total / self._counts[key] for key, total in self._sums.items()}
-        span = Span(means, iteration - self._start_iteration, now - self._started)
-        self._open(now, iteration)
+        span = Span(means, count - self._start_count, now - self._started)
+        self._open(now, count)
         return span
 
 
@@ -121,30 +147,32 @@ def stop_on_signals(handler: SignalHandler) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def due(iteration: int, every: int) -> bool:
-    """Whether a periodic task (log, evaluation, checkpoint) runs at ``iteration``; ``every <= 0``: never."""
-    return every > 0 and iteration % every == 0
+def due(count: int, every: int, increment: int = 1) -> bool:
+    """Whether a periodic task (log, evaluation, checkpoint) runs now that the progress counter went
+    from ``count - increment`` to ``count``: it crossed a multiple of ``every``. ``every <= 0``: never."""
+    return every > 0 and count // every > (count - increment) // every
 
 
-C = TypeVar("C", bound=RunConfig)
-R = TypeVar("R", bound=RunResult)
+C = TypeVar("C", bound=TrainerConfig)
+RC = TypeVar("RC", bound=RunConfig)
+R = TypeVar("R")
+RR = TypeVar("RR", bound=RunResult)
 
 
-class IterationTrainer(ABC, Generic[C, R]):
-    """One training run counted in iterations, under ``run_dir``: the shared set-up and loop.
+class Trainer(ABC, Generic[C, R]):
+    """One training run under ``run_dir``: the shared set-up and loop.
 
     Subclasses call ``super().__init__`` first, then build their data and model, and implement the
-    update (:meth:`train_step`) and what the loop calls around it: :meth:`log_progress`,
+    progress counter (:attr:`progress`, :meth:`schedule`, :meth:`progress_text`), the update
+    (:meth:`train_step`) and what the loop calls around it: :meth:`log_progress`,
     :meth:`scheduled_evaluation`, :meth:`save_checkpoint`, :meth:`restore` and :meth:`make_result`.
     Under ``torchrun`` they override :attr:`is_main`: the loop calls every hook on every process
     (hooks may be collectives) and only process 0 logs, shows progress and prints.
     """
 
-    progress_label: ClassVar[str] = "train"
+    progress_label: str = "train"
 
     def __init__(self, config: C, run_dir: str | Path) -> None:
-        if not config.data_dir:
-            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self.config = config
@@ -152,10 +180,26 @@ class IterationTrainer(ABC, Generic[C, R]):
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_checkpoints)
-        self.iteration = 0
         self.stop_requested = False
+        # Progress at the last evaluation: the run's end does not evaluate the same model twice.
+        self.evaluated_at: int | None = None
+        # Called with the trainer after every loop iteration; one may set ``stop_requested``.
+        self.callbacks: list[Callable[[Any], None]] = []
 
     # -- what each trainer provides ---------------------------------------------------------------
+    @property
+    @abstractmethod
+    def progress(self) -> int:
+        """The loop's progress counter (iterations, env steps, ...), advanced by :meth:`train_step`."""
+
+    @abstractmethod
+    def schedule(self) -> Schedule:
+        """The run's length and periods, in the unit of :attr:`progress`."""
+
+    @abstractmethod
+    def progress_text(self) -> str:
+        """Where the run is, for messages (``"iteration 40"``)."""
+
     @property
     def is_main(self) -> bool:
         """Whether this process logs, shows progress and prints (process 0 under ``torchrun``)."""
@@ -163,15 +207,15 @@ class IterationTrainer(ABC, Generic[C, R]):
 
     @abstractmethod
     def train_step(self) -> dict[str, float]:
-        """One update; advances ``iteration`` and returns its metrics (``"loss"`` among them)."""
+        """One loop iteration; advances :attr:`progress` and returns its update metrics (``"loss"`` among them)."""
 
     @abstractmethod
     def log_progress(self, logger: RunLogger | None, span: Span) -> None:
-        """Every ``log_every`` iterations: log the window's training metrics (``logger`` is None off process 0)."""
+        """Every ``log_every``: log the window's training metrics (``logger`` is None off process 0)."""
 
     @abstractmethod
     def scheduled_evaluation(self, logger: RunLogger | None) -> None:
-        """The evaluation run every ``eval_every`` iterations and once at the end."""
+        """The evaluation run every ``eval_every`` and once at the end."""
 
     @abstractmethod
     def save_checkpoint(self) -> Path | None:
@@ -192,60 +236,76 @@ class IterationTrainer(ABC, Generic[C, R]):
     def before_loop(self, logger: RunLogger | None) -> None:
         """Called on every process once the stop signals are routed, just before the first update."""
 
+    def after_loop(self) -> None:
+        """Called on every process when the loop ends, before the last evaluation and checkpoint."""
+
     def close(self) -> None:
-        """Release what the run holds beyond its lifetime (e.g. the ``torchrun`` process group)."""
+        """Release what the run holds beyond its lifetime (envs, the ``torchrun`` process group)."""
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> R:
-        """Train up to ``config.iterations`` or a stop signal, then evaluate, checkpoint and report."""
-        c = self.config
+        """Train up to the schedule's total or a stop signal, then evaluate, checkpoint and report."""
+        schedule = self.schedule()
         logger = self._open_logger() if self.is_main else None
-        bar = (
-            progress(total=c.iterations, initial=self.iteration, desc=self.progress_label, unit="it")
-            if self.is_main
-            else None
-        )
         try:
-            with stop_on_signals(self._request_stop):
-                self.before_loop(logger)
-                loop = self._loop(logger, bar)
+            bar = (
+                progress(
+                    total=schedule.total, initial=self.progress, desc=self.progress_label, unit=schedule.unit
+                )
+                if self.is_main
+                else None
+            )
+            try:
+                with stop_on_signals(self._request_stop):
+                    self.before_loop(logger)
+                    loop = self._loop(schedule, logger, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.after_loop()
+            if schedule.evaluate_at_end and not self.stop_requested and self.evaluated_at != self.progress:
+                self._evaluate(logger)
+            path = self.save_checkpoint()
+            if self.stop_requested and self.is_main:
+                print(f"interrupted at {self.progress_text()}; checkpoint written to {path}", flush=True)
         finally:
-            if bar is not None:
-                bar.close()
-        if c.eval_every > 0 and not self.stop_requested and self.iteration % c.eval_every != 0:
-            self.scheduled_evaluation(logger)
-        path = self.save_checkpoint()
-        if self.stop_requested and self.is_main:
-            print(f"interrupted at iteration {self.iteration}; checkpoint written to {path}", flush=True)
-        if logger is not None:
-            logger.close()
+            if logger is not None:
+                logger.close()
         return self.make_result(loop)
 
-    def _loop(self, logger: RunLogger | None, bar: tqdm | None) -> Span:
-        c = self.config
-        started, start_iteration = time.perf_counter(), self.iteration
-        window = MetricWindow(self.iteration)
-        while self.iteration < c.iterations and not self.stop_requested:
+    def _loop(self, schedule: Schedule, logger: RunLogger | None, bar: tqdm | None) -> Span:
+        started, start = time.perf_counter(), self.progress
+        window = MetricWindow(start)
+        while self.progress < schedule.total and not self.stop_requested:
+            before = self.progress
             window.add(self.train_step())
+            count = self.progress
+            advanced = count - before
             if bar is not None:
-                bar.update()
-            if due(self.iteration, c.log_every):
-                span = window.close(self.iteration)
+                bar.update(advanced)
+            if due(count, schedule.log_every, advanced):
+                span = window.close(count)
                 self.log_progress(logger, span)
                 if bar is not None:
                     bar.set_postfix(loss=f"{span.means.get('loss', math.nan):.3f}")
-            if due(self.iteration, c.eval_every):
-                self.scheduled_evaluation(logger)
-            if due(self.iteration, c.checkpoint_every):
+            if due(count, schedule.eval_every, advanced):
+                self._evaluate(logger)
+            if due(count, schedule.checkpoint_every, advanced):
                 self.save_checkpoint()
-        return Span({}, self.iteration - start_iteration, time.perf_counter() - started)
+            for callback in self.callbacks:
+                callback(self)
+        return Span({}, self.progress - start, time.perf_counter() - started)
+
+    def _evaluate(self, logger: RunLogger | None) -> None:
+        self.scheduled_evaluation(logger)
+        self.evaluated_at = self.progress
 
     def _open_logger(self) -> RunLogger:
         """The run's TensorBoard logger; the config is saved beside it and logged when the run starts."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, purge_step=self.iteration or None)
-        if self.iteration == 0:
+        logger = RunLogger(self.run_dir, purge_step=self.progress or None)
+        if self.progress == 0:
             logger.text("config", "```\n" + to_yaml(self.config) + "```", 0)
             for tag, text in self.run_notes().items():
                 logger.text(tag, text, 0)
@@ -264,7 +324,7 @@ class IterationTrainer(ABC, Generic[C, R]):
         """
         if not math.isfinite(value):
             raise TrainingDiverged(
-                f"{what} became {value} at iteration {self.iteration}; stopped without saving: "
+                f"{what} became {value} at {self.progress_text()}; stopped without saving: "
                 f"the last good checkpoint in {self.checkpoints.directory} is kept"
             )
 
@@ -284,13 +344,41 @@ class IterationTrainer(ABC, Generic[C, R]):
         return state, source
 
 
-def train_run(trainer: IterationTrainer[Any, R], resume: bool) -> R:
+class IterationTrainer(Trainer[RC, RR]):
+    """A run on a navigation dataset counted in iterations (one update each): the speaker,
+    pretraining and fine-tuning trainers. Subclasses advance ``iteration`` in :meth:`train_step`."""
+
+    def __init__(self, config: RC, run_dir: str | Path) -> None:
+        if not config.data_dir:
+            raise ValueError("no dataset directory: pass --data <dir> (or data_dir=<dir>)")
+        super().__init__(config, run_dir)
+        self.iteration = 0
+
+    @property
+    def progress(self) -> int:
+        return self.iteration
+
+    def schedule(self) -> Schedule:
+        c = self.config
+        return Schedule(
+            total=c.iterations,
+            log_every=c.log_every,
+            eval_every=c.eval_every,
+            checkpoint_every=c.checkpoint_every,
+            evaluate_at_end=c.eval_every > 0,
+        )
+
+    def progress_text(self) -> str:
+        return f"iteration {self.iteration}"
+
+
+def train_run(trainer: Trainer[Any, R], resume: bool) -> R:
     """Train ``trainer`` to the end (after restoring its newest checkpoint when ``resume``), then close it."""
     try:
         if resume:
             trainer.restore()
             if trainer.is_main:
-                print(f"resumed {trainer.run_dir} at iteration {trainer.iteration}", flush=True)
+                print(f"resumed {trainer.run_dir} at {trainer.progress_text()}", flush=True)
         return trainer.train()
     finally:
         trainer.close()

@@ -10,7 +10,10 @@ JSON object ``{split: {metric: value}, "failures": {split: {category: fraction}}
 fractions), the R2R submission is written to ``<out-dir>/submit_<split>.json`` (scored identically by
 ``scripts/evaluate_nav.py``), and metrics, top-down maps and first-person GIFs of ``--log-episodes``
 sampled episodes and of ``--log-failures`` sampled failed ones (tagged by category) go to
-TensorBoard under ``<log-dir>``.
+TensorBoard under ``<log-dir>``, at the checkpoint's iteration. Tags start with ``final/<split>/``
+(``final/<split>/spl``, ``final/<split>/failures/<category>``, ``final/<split>/episodes/<instr_id>/map``),
+apart from the ``eval/<split>/`` cards the fine-tuning run logged while it trained (see
+:mod:`lodestar.runtime.logger`).
 """
 
 from __future__ import annotations
@@ -87,14 +90,22 @@ def main(argv: list[str] | None = None) -> int:
             results[split] = evaluation.summary
             if evaluation.summary is not None:
                 failures[split] = breakdown(evaluation.categories)
-                logger.scalars({f"eval/{split}/{k}": evaluation.summary[k] for k in METRIC_KEYS}, step)
-                logger.scalars({f"failures/{split}/{k}": v for k, v in failures[split].items()}, step)
+                logger.scalars({f"final/{split}/{k}": evaluation.summary[k] for k in METRIC_KEYS}, step)
+                logger.scalars({f"final/{split}/failures/{k}": v for k, v in failures[split].items()}, step)
             drawn = [(args.log_episodes, False), (args.log_failures if evaluation.categories else 0, True)]
             try:
                 for count, failures_only in drawn:
                     if count > 0:
                         log_sample_episodes(
-                            logger, dataset, evaluation, step, count, args.seed, device, failures_only
+                            logger,
+                            dataset,
+                            evaluation,
+                            step,
+                            count,
+                            args.seed,
+                            device,
+                            failures_only,
+                            "final",
                         )
             except FileNotFoundError as exc:
                 print(f"note: no episode maps for {split} ({exc})")

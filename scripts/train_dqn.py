@@ -13,18 +13,17 @@ import sys
 from lodestar.agents.dqn.config import DQNConfig
 from lodestar.agents.dqn.trainer import DQNTrainer, TrainingDiverged
 from lodestar.runtime.cli import DIVERGED_EXIT_CODE, resolve_run, run_main, training_parser
+from lodestar.runtime.training import train_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = training_parser("Train DQN on Atari.", "configs/dqn_atari.yaml", data=False).parse_args(argv)
+    args = training_parser("Train DQN on Atari.", "configs/dqn_atari.yaml", DQNConfig, data=False).parse_args(
+        argv
+    )
     run = resolve_run(DQNConfig, args, lambda config: f"{config.env.game}-dqn")
     run_dir = run.run_dir
-    trainer = DQNTrainer(run.config, run_dir)
-    if run.resume:
-        trainer.restore()
-        print(f"resumed {run_dir} at step {trainer.collector.global_step}", flush=True)
     try:
-        result = trainer.train()
+        result = train_run(DQNTrainer(run.config, run_dir), run.resume)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return DIVERGED_EXIT_CODE

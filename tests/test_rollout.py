@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lodestar.agents.rollout import RolloutCollector
@@ -46,3 +47,43 @@ def test_off_policy_sink_and_extras_and_episode_hook():
     assert len(resets) == 2
     kept = collector.collect(2, keep=True)
     assert kept.extras["value"].shape == (2, 1) and len(written) == 7
+
+
+def test_recorded_actions_replay_to_the_same_moment_without_side_effects():
+    env = CountdownEnv([2, 3])
+    sequence = iter(torch.tensor([[0, 1], [2, 0], [1, 1], [0, 2], [2, 2]]))
+    written, resets = [], []
+    collector = RolloutCollector(
+        env, lambda obs: next(sequence), written.append, resets.append, record_actions=True
+    )
+    collector.reset()
+    collector.collect(5)
+    recorded = collector.recorded_actions()
+    assert recorded.dtype == torch.uint8 and recorded.tolist() == [[0, 1], [2, 0], [1, 1], [0, 2], [2, 2]]
+    obs, steps = collector.obs.clone(), collector.global_step
+
+    def unused_policy(obs):
+        raise AssertionError("a replay sends the recorded actions, not the policy's")
+
+    again = RolloutCollector(
+        CountdownEnv([2, 3]), unused_policy, written.append, resets.append, record_actions=True
+    )
+    sinks, hooks = len(written), len(resets)
+    again.replay_actions(recorded, seed=0)
+    assert torch.equal(again.obs, obs) and again.global_step == steps == 10
+    assert torch.equal(again.recorded_actions(), recorded)
+    # The replay skips the policy, the sink and the episode hook, and leaves no episode records.
+    assert (len(written), len(resets)) == (sinks, hooks) and again.pop_episodes() == []
+
+
+def test_action_log_is_opt_in_and_holds_bytes():
+    collector = RolloutCollector(CountdownEnv([2]), lambda obs: torch.ones(1, dtype=torch.long))
+    collector.reset()
+    collector.step()
+    with pytest.raises(RuntimeError, match="record_actions=True"):
+        collector.recorded_actions()
+    wide = RolloutCollector(CountdownEnv([2]), lambda obs: torch.full((1,), 300), record_actions=True)
+    assert wide.recorded_actions().shape == (0, 1)
+    wide.reset()
+    with pytest.raises(ValueError, match="0..255"):
+        wide.step()

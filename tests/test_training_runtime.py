@@ -21,6 +21,7 @@ from lodestar.runtime.training import (
     RunResult,
     Span,
     TrainingDiverged,
+    due,
     stop_on_signals,
     train_run,
 )
@@ -49,7 +50,7 @@ def _write_config(tmp_path: Path, **values: object) -> Path:
 
 
 def test_config_and_resume_are_exclusive_and_one_is_required(tmp_path: Path) -> None:
-    parser = training_parser("toy", "configs/toy.yaml")
+    parser = training_parser("toy", "configs/toy.yaml", SpeakerTrainConfig)
     with pytest.raises(SystemExit):
         parser.parse_args([])
     with pytest.raises(SystemExit):
@@ -58,12 +59,16 @@ def test_config_and_resume_are_exclusive_and_one_is_required(tmp_path: Path) -> 
     assert args.config == Path("a.yaml") and args.resume is None
     assert args.data == Path("d") and args.overrides == ["seed=1", "lr=0.1"]
     with pytest.raises(SystemExit):  # scripts without a dataset have no --data
-        training_parser("toy", "configs/toy.yaml", data=False).parse_args(["--config", "a", "--data", "d"])
+        training_parser("toy", "configs/toy.yaml", SpeakerTrainConfig, data=False).parse_args(
+            ["--config", "a", "--data", "d"]
+        )
 
 
 def test_a_new_run_is_named_after_prefix_seed_and_time(tmp_path: Path) -> None:
     config = _write_config(tmp_path)
-    args = training_parser("toy", "x").parse_args(["--config", str(config), "--data", "/d", "seed=5"])
+    args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(
+        ["--config", str(config), "--data", "/d", "seed=5"]
+    )
     run = resolve_run(SpeakerTrainConfig, args, "toy")
     assert not run.resume and run.config.data_dir == "/d" and run.config.seed == 5
     assert re.fullmatch(r"toy-s5-\d{8}-\d{6}", run.config.name or "")
@@ -71,12 +76,14 @@ def test_a_new_run_is_named_after_prefix_seed_and_time(tmp_path: Path) -> None:
     # The prefix may depend on the config; a given name is kept.
     named = resolve_run(SpeakerTrainConfig, args, lambda c: f"toy-{c.data.features}")
     assert named.config.name.startswith("toy-cnn-s5-")
-    args = training_parser("toy", "x").parse_args(["--config", str(config), "name=mine"])
+    args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(["--config", str(config), "name=mine"])
     assert resolve_run(SpeakerTrainConfig, args, "toy").run_dir == tmp_path / "runs" / "mine"
 
 
 def test_distributed_runs_need_a_name(tmp_path: Path) -> None:
-    args = training_parser("toy", "x").parse_args(["--config", str(_write_config(tmp_path))])
+    args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(
+        ["--config", str(_write_config(tmp_path))]
+    )
     with pytest.raises(ValueError, match="under torchrun pass name="):
         resolve_run(SpeakerTrainConfig, args, "toy", distributed=True)
     args.overrides = ["name=shared"]
@@ -85,7 +92,9 @@ def test_distributed_runs_need_a_name(tmp_path: Path) -> None:
 
 def test_a_new_run_over_existing_checkpoints_is_refused(tmp_path: Path) -> None:
     (tmp_path / "runs" / "taken" / "checkpoints").mkdir(parents=True)
-    args = training_parser("toy", "x").parse_args(["--config", str(_write_config(tmp_path)), "name=taken"])
+    args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(
+        ["--config", str(_write_config(tmp_path)), "name=taken"]
+    )
     with pytest.raises(ValueError, match=r"already has checkpoints: use --resume .*taken"):
         resolve_run(SpeakerTrainConfig, args, "toy")
 
@@ -94,7 +103,9 @@ def test_resume_reads_the_runs_own_config_plus_overrides(tmp_path: Path) -> None
     run_dir = tmp_path / "runs" / "old"
     save_config(toy_config(name="old", seed=9, iterations=5), run_dir / "config.yaml")
     (run_dir / "checkpoints").mkdir()  # a resumed run has checkpoints: no guard
-    args = training_parser("toy", "x").parse_args(["--resume", str(run_dir), "iterations=8"])
+    args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(
+        ["--resume", str(run_dir), "iterations=8"]
+    )
     run = resolve_run(SpeakerTrainConfig, args, "toy")
     assert run.resume and run.run_dir == run_dir
     assert (run.config.name, run.config.seed, run.config.iterations) == ("old", 9, 8)
@@ -123,20 +134,28 @@ class ToyResult(RunResult):
 
 
 class ToyTrainer(IterationTrainer[SpeakerTrainConfig, ToyResult]):
-    """Records what the shared loop calls, and when; ``signal_at`` sends itself a signal mid-run."""
+    """Records what the shared loop calls, and when; ``signal_at`` sends itself a signal mid-run.
+
+    Its counter grows by ``increment`` per update (as DQN's env steps grow by ``num_envs``).
+    """
 
     progress_label = "toy"
 
     def __init__(
-        self, config: SpeakerTrainConfig, run_dir: Path, signal_at: tuple[int, int] | None = None
+        self,
+        config: SpeakerTrainConfig,
+        run_dir: Path,
+        signal_at: tuple[int, int] | None = None,
+        increment: int = 1,
     ) -> None:
         super().__init__(config, run_dir)
         self.signal_at = signal_at
+        self.increment = increment
         self.calls: list[tuple[str, int]] = []
         self.logged: list[Span] = []
 
     def train_step(self) -> dict[str, float]:
-        self.iteration += 1
+        self.iteration += self.increment
         if self.signal_at is not None and self.iteration == self.signal_at[0]:
             os.kill(os.getpid(), self.signal_at[1])
         return {"loss": float(self.iteration)}
@@ -180,6 +199,32 @@ def test_periodic_log_evaluation_and_checkpoint(tmp_path: Path) -> None:
     again.restore()
     assert train_run(again, resume=False).loop_iterations == 2
     assert again.calls == [("log", 8), ("checkpoint", 8), ("eval", 9), ("checkpoint", 9)]
+
+
+def test_a_counter_growing_by_more_than_one_fires_each_period_once(tmp_path: Path) -> None:
+    config = toy_config(iterations=20, log_every=5, eval_every=10, checkpoint_every=8)
+    trainer = ToyTrainer(config, tmp_path / "run", increment=3)
+    result = trainer.train()
+    assert result.iterations == result.loop_iterations == 21
+    assert trainer.calls == [
+        ("log", 6), ("checkpoint", 9), ("log", 12), ("eval", 12), ("log", 15),
+        ("checkpoint", 18), ("log", 21), ("eval", 21), ("checkpoint", 21),
+    ]  # fmt: skip
+    assert [span.iterations for span in trainer.logged] == [6, 6, 3, 6]
+
+
+def test_callbacks_run_after_every_iteration_and_may_stop_the_run(tmp_path: Path) -> None:
+    trainer = ToyTrainer(toy_config(iterations=100), tmp_path / "run")
+    seen: list[int] = []
+
+    def stop_at_four(toy: ToyTrainer) -> None:
+        seen.append(toy.iteration)
+        toy.stop_requested = toy.iteration >= 4
+
+    trainer.callbacks.append(stop_at_four)
+    result = trainer.train()
+    assert seen == [1, 2, 3, 4] and result.interrupted and result.iterations == 4
+    assert trainer.calls == [("log", 2), ("eval", 3), ("log", 4), ("checkpoint", 4), ("checkpoint", 4)]
 
 
 def test_zero_periods_switch_evaluation_and_periodic_checkpoints_off(tmp_path: Path) -> None:
@@ -233,9 +278,17 @@ def test_set_up_refuses_a_missing_dataset_and_a_diverged_loss(tmp_path: Path) ->
 
 
 def test_metric_window_means_are_per_key() -> None:
-    window = MetricWindow(iteration=10)
+    window = MetricWindow(count=10)
     window.add({"loss": 1.0})
     window.add({"loss": 3.0, "dagger": 4.0})  # a loss that starts later is averaged over its own updates
-    span = window.close(iteration=12)
+    span = window.close(count=12)
     assert span.means == {"loss": 2.0, "dagger": 4.0} and span.iterations == 2
-    assert window.close(iteration=12).means == {}
+    assert window.close(count=12).means == {}
+
+
+def test_a_task_is_due_when_the_counter_crosses_a_multiple_of_its_period() -> None:
+    # Counted by one, due is count % every == 0.
+    assert [count for count in range(13) if due(count, 4)] == [0, 4, 8, 12]
+    # Counted by 3 (e.g. env steps of 3 envs): each multiple of 4 fires once, at the first count past it.
+    assert [count for count in range(3, 25, 3) if due(count, 4, increment=3)] == [6, 9, 12, 18, 21, 24]
+    assert not any(due(count, 0, 3) for count in range(3, 25, 3))  # period 0: never

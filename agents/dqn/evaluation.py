@@ -16,6 +16,7 @@ import torch
 from lodestar.agents.dqn.agent import DQNAgent
 from lodestar.agents.dqn.config import DQNConfig
 from lodestar.envs.atari import AtariVecEnv, atari_env_id
+from lodestar.envs.base import tensor_observation
 from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
 from lodestar.runtime.config import from_dict
 
@@ -49,9 +50,10 @@ def evaluate(
     returns: list[float] = []
     generator = torch.Generator(device=agent.device).manual_seed(seed)
     try:
-        obs = env.reset(seed=seed)
+        obs = tensor_observation(env.reset(seed=seed))
         while len(returns) < episodes:
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, epsilon, generator))
+            next_obs, _, terminated, truncated, info = env.step(agent.act(obs, epsilon, generator))
+            obs = tensor_observation(next_obs)
             done = (terminated | truncated).cpu()
             for index in torch.nonzero(done).flatten().tolist():
                 if finished[index] < quota[index]:
@@ -81,18 +83,25 @@ def make_video_env(config: DQNConfig, seed: int) -> gym.Env:
     return env
 
 
+def _frame(env: gym.Env) -> np.ndarray:
+    frame = env.render()
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"the video env must render rgb_array frames, got {type(frame).__name__}")
+    return frame
+
+
 def record_video(agent: DQNAgent, config: DQNConfig, seed: int, max_steps: int = 2_000) -> np.ndarray:
     """Play one episode (or ``max_steps``) and return its full-colour frames ``[T, H, W, 3]``."""
     env = make_video_env(config, seed)
     generator = torch.Generator(device=agent.device).manual_seed(seed)
     try:
         obs, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        frames = [_frame(env)]
         for _ in range(max_steps):
             batch = torch.as_tensor(np.asarray(obs), device=agent.device).unsqueeze(0)
             action = int(agent.act(batch, config.eval.epsilon, generator)[0])
             obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
+            frames.append(_frame(env))
             if terminated or truncated:
                 break
     finally:

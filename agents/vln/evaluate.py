@@ -111,7 +111,9 @@ def evaluate_follower(model: Follower, env: NavVecEnv) -> Evaluation:
     """Greedy pass over ``env``'s split plus the R2R metrics of the result."""
     records = run_greedy(model, env)
     episodes = list(env.episodes)
-    summary, per_instruction, categories = None, {}, {}
+    summary: dict[str, float] | None = None
+    per_instruction: dict[str, dict[str, float]] = {}
+    categories: dict[str, str] = {}
     if has_goals(episodes):
         predictions = {r["instr_id"]: [step[0] for step in r["trajectory"]] for r in records}
         summary, per_instruction = score_predictions(episodes, env.graphs, predictions)
@@ -134,11 +136,14 @@ def log_sample_episodes(
     seed: int = 0,
     device: torch.device | str = "cpu",
     failures_only: bool = False,
+    prefix: str = "eval",
 ) -> list[str]:
     """Top-down maps, first-person GIFs and instructions of ``count`` sampled episodes to TensorBoard.
 
-    ``failures_only`` samples among the failed episodes and tags them ``failures/<split>/<category>/``
-    (see :mod:`lodestar.envs.nav.eval.failures`) instead of ``episodes/<split>/``. Needs the generator's
+    Tags are ``<prefix>/<split>/episodes/<instr_id>/`` (see :mod:`lodestar.runtime.logger`: ``eval``
+    during training, ``final`` for a standalone evaluation); ``failures_only`` samples among the failed
+    episodes and tags them ``<prefix>/<split>/failures/<category>/<instr_id>/`` (see
+    :mod:`lodestar.envs.nav.eval.failures`). Needs the generator's
     ``houses/<scan>.json`` (procedural worlds); returns the logged ids. Raises ``FileNotFoundError``
     for datasets without house plans (real R2R).
     """
@@ -157,9 +162,9 @@ def log_sample_episodes(
         # The same seed picks the same episodes at every validation, so each tag shows progress.
         log_episode(
             logger,
-            f"failures/{evaluation.split}/{evaluation.categories[iid]}/{iid}"
+            f"{prefix}/{evaluation.split}/failures/{evaluation.categories[iid]}/{iid}"
             if failures_only
-            else f"episodes/{evaluation.split}/{iid}",
+            else f"{prefix}/{evaluation.split}/episodes/{iid}",
             step,
             house,
             dataset.graph(episode.scan),

@@ -229,7 +229,7 @@ class SpeakerTrainer(IterationTrainer[SpeakerTrainConfig, TrainResult]):
         if logger is not None:
             rate = span.per_second(span.iterations)
             logger.scalars(
-                {"loss/train": span.means["loss"], "charts/iterations_per_second": rate}, self.iteration
+                {"train/loss": span.means["loss"], "perf/iterations_per_second": rate}, self.iteration
             )
 
     def scheduled_evaluation(self, logger: RunLogger | None) -> None:
@@ -261,15 +261,15 @@ class SpeakerTrainer(IterationTrainer[SpeakerTrainConfig, TrainResult]):
             )
             scores.update({f"{split}/{k}": v for k, v in result.bleu.as_dict().items()})
             if logger is not None:
-                logger.scalars(result.bleu.as_dict(f"bleu/{split}/bleu"), self.iteration)
-                logger.text(f"samples/{split}", self._samples_markdown(result), self.iteration)
+                logger.scalars(result.bleu.as_dict(f"eval/{split}/bleu"), self.iteration)
+                logger.text(f"eval/{split}/samples", self._samples_markdown(result), self.iteration)
         self.last_scores = scores
         score = scores[f"{c.select_split}/bleu4"]
         if score > self.best_score:
             self.best_score, self.best_iteration = score, self.iteration
             self.bundle().save(self.run_dir / "best.pt")
         if logger is not None:
-            logger.scalar(f"bleu/best_{c.select_split}_bleu4", self.best_score, self.iteration)
+            logger.scalar(f"eval/{c.select_split}/best_bleu4", self.best_score, self.iteration)
             logger.flush()
         return scores
 
