@@ -17,7 +17,7 @@ elsewhere. :class:`EpisodeStatistics` keeps the running sums on device.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import gymnasium as gym
 import torch
@@ -84,9 +84,34 @@ class EpisodeStatistics:
         return episode_return, episode_length
 
 
+@overload
+def select_rows(done: torch.Tensor, final: torch.Tensor, current: torch.Tensor) -> torch.Tensor: ...
+@overload
+def select_rows(
+    done: torch.Tensor, final: dict[str, torch.Tensor], current: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]: ...
+@overload
+def select_rows(done: torch.Tensor, final: Observation, current: Observation) -> Observation: ...
 def select_rows(done: torch.Tensor, final: Observation, current: Observation) -> Observation:
-    """Per-row choice between two batched observations (tensor or dict of tensors)."""
+    """Per-row choice between two batched observations of one structure (tensor or dict of tensors)."""
     if isinstance(current, dict):
-        return {key: select_rows(done, final[key], value) for key, value in current.items()}
+        finals = dict_observation(final)
+        return {key: select_rows(done, finals[key], value) for key, value in current.items()}
+    if isinstance(final, dict):
+        raise TypeError("select_rows needs two observations of one structure, got a dict and a tensor")
     mask = done.view(-1, *([1] * (current.dim() - 1)))
     return torch.where(mask, final, current)
+
+
+def tensor_observation(obs: Observation) -> torch.Tensor:
+    """``obs`` of an env whose observations are one tensor (Atari); TypeError otherwise."""
+    if not isinstance(obs, torch.Tensor):
+        raise TypeError(f"expected a tensor observation, got {type(obs).__name__}")
+    return obs
+
+
+def dict_observation(obs: Observation) -> dict[str, torch.Tensor]:
+    """``obs`` of an env whose observations are dicts of tensors (the navigation env); TypeError otherwise."""
+    if not isinstance(obs, dict):
+        raise TypeError(f"expected a dict of tensors as observation, got {type(obs).__name__}")
+    return obs

@@ -22,27 +22,37 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast, overload
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.envs.registration import load_env_creator
+from numpy.typing import ArrayLike
 
 from lodestar.envs.base import AUTORESET_MODE, Observation, VecEnv
 
 ATARI_ID = "Lodestar/Atari-v0"
 VecEnvFactory = Callable[..., VecEnv]
+NumpyObservation = np.ndarray | dict[str, np.ndarray]
 
 
-def to_numpy(value: Observation) -> np.ndarray | dict[str, np.ndarray]:
+@overload
+def to_numpy(value: torch.Tensor) -> np.ndarray: ...
+@overload
+def to_numpy(value: dict[str, torch.Tensor]) -> dict[str, np.ndarray]: ...
+def to_numpy(value: Observation) -> NumpyObservation:
     """A tensor (or dict of tensors) as numpy; shares memory when the tensor is on CPU."""
     if isinstance(value, dict):
         return {key: to_numpy(item) for key, item in value.items()}
     return value.detach().cpu().numpy()
 
 
-def to_tensor(value: Any, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+@overload
+def to_tensor(value: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]: ...
+@overload
+def to_tensor(value: torch.Tensor | ArrayLike, device: torch.device) -> torch.Tensor: ...
+def to_tensor(value: Any, device: torch.device) -> torch.Tensor | dict[str, Any]:
     """Numpy/python actions (or a dict of them) as tensors on ``device``."""
     if isinstance(value, dict):
         return {key: to_tensor(item, device) for key, item in value.items()}
@@ -51,13 +61,21 @@ def to_tensor(value: Any, device: torch.device) -> torch.Tensor | dict[str, torc
     return torch.as_tensor(np.asarray(value), device=device)
 
 
-def _batch_of_one(value: Any, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+@overload
+def _batch_of_one(value: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]: ...
+@overload
+def _batch_of_one(value: torch.Tensor | ArrayLike, device: torch.device) -> torch.Tensor: ...
+def _batch_of_one(value: Any, device: torch.device) -> torch.Tensor | dict[str, Any]:
     if isinstance(value, dict):
         return {key: _batch_of_one(item, device) for key, item in value.items()}
     return to_tensor(value, device).unsqueeze(0)
 
 
-def _obs_row(obs: Observation, index: int) -> np.ndarray | dict[str, np.ndarray]:
+@overload
+def _obs_row(obs: torch.Tensor, index: int) -> np.ndarray: ...
+@overload
+def _obs_row(obs: dict[str, torch.Tensor], index: int) -> dict[str, np.ndarray]: ...
+def _obs_row(obs: Observation, index: int) -> NumpyObservation:
     """Row ``index`` of a batched observation as fresh numpy arrays (0-d ones included).
 
     Copied, unlike the vector face's batches: single-env users keep observations across steps (and
@@ -173,7 +191,11 @@ class GymVectorEnv(gym.vector.VectorEnv):
 
 
 def _load_factory(factory: VecEnvFactory | str) -> VecEnvFactory:
-    return load_env_creator(factory) if isinstance(factory, str) else factory
+    if isinstance(factory, str):
+        # gymnasium types what it imports as its own env creators; the "module:attr" strings given to
+        # register_protocol_env name protocol-env factories.
+        return cast(VecEnvFactory, load_env_creator(factory))
+    return factory
 
 
 def _make_single(factory: VecEnvFactory | str, render_mode: str | None = None, **kwargs: Any) -> GymEnv:

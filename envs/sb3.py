@@ -37,7 +37,7 @@ class SB3VecEnvAdapter(SB3VecEnv):
 
     def __init__(self, env: VecEnv) -> None:
         self.env = env
-        self._actions: torch.Tensor | dict[str, torch.Tensor] | None = None
+        self._actions: torch.Tensor | None = None
         self._start_time = time.time()
         super().__init__(
             env.num_envs, as_space(env.single_observation_space), as_space(env.single_action_space)

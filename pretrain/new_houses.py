@@ -11,7 +11,6 @@ already present and adds nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from lodestar.envs.nav.data.errors import NavDataError
 from lodestar.envs.nav.world.build import GENERATOR_VERSION, BuildConfig, HouseResult, build_house, house_path
 from lodestar.runtime.config import ConfigError, from_dict
 from lodestar.runtime.progress import progress
-
-FeatureBuilder = Callable[[Path, str], None]
 
 
 def world_config(root: str | Path) -> BuildConfig:

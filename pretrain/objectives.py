@@ -19,6 +19,7 @@ shape ``DistributedDataParallel`` wants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,8 @@ class MLMHead(nn.Module):
         route = route + self.step_embedding(torch.arange(steps, device=route.device))
         x = text.feats
         for layer in self.layers:
-            x = layer(x, text.mask, layer.context(route), step_mask)
+            # self.layers holds CrossModalLayer modules only (see __init__); ModuleList yields plain Modules.
+            x = layer(x, text.mask, cast(CrossModalLayer, layer).context(route), step_mask)
         logits = self.transform(x) @ follower.word_embedding.weight.t() + self.bias
         # encode_text trims trailing padding; give back the caller's width.
         if logits.shape[1] < inputs.shape[1]:

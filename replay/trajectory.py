@@ -202,8 +202,8 @@ class TrajectoryStore:
         steps = {"viewpoints": viewpoints.long()[step_mask], "actions": actions.long()[step_mask]}
         steps.update({key: value.to(d)[step_mask] for key, value in extras.items()})
         step_start = self._steps.append(steps) + torch.cumsum(lengths, 0) - lengths
-        token_start = self._tokens.append({"tokens": instruction.long()[token_mask]})
-        token_start = token_start + torch.cumsum(instruction_lengths, 0) - instruction_lengths
+        first_token = self._tokens.append({"tokens": instruction.long()[token_mask]})
+        token_start = first_token + torch.cumsum(instruction_lengths, 0) - instruction_lengths
         table = torch.stack([step_start, lengths, token_start, instruction_lengths], 1)
         self._episodes.append({"table": table})
         self._evict()

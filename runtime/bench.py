@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -115,12 +115,17 @@ def report(figures: list[Figure], title: str, out: TextIO | None = None) -> None
     out.flush()
 
 
-def timed_rate(fn: Callable[[], None], count: int, device: torch.device | None = None) -> float:
-    """Run ``fn`` once and return ``count / seconds`` (synchronizing CUDA around the timing)."""
+def timed_seconds(fn: Callable[[], Any], device: torch.device | None = None) -> float:
+    """Wall seconds of one call of ``fn``; CUDA work queued before or by it is waited for."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
-    return count / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def timed_rate(fn: Callable[[], Any], count: int, device: torch.device | None = None) -> float:
+    """Run ``fn`` once and return ``count / seconds`` (see :func:`timed_seconds`)."""
+    return count / timed_seconds(fn, device)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from lodestar.runtime.checkpoint import CheckpointError
-from lodestar.runtime.config import ConfigError, load_config
+from lodestar.runtime.config import ConfigError, describe_config, load_config
 from lodestar.runtime.training import TrainingDiverged
 
 # Errors that mean "the user's input is wrong": printed as one clear line, not a traceback.
@@ -70,9 +70,26 @@ class TrainingRun(Generic[C]):
     resume: bool
 
 
-def training_parser(description: str, example_config: str, data: bool = True) -> argparse.ArgumentParser:
-    """``--config | --resume`` (exactly one), ``--data`` (when ``data``) and ``key=value`` overrides."""
-    parser = argparse.ArgumentParser(description=description)
+def config_epilog(schema: type, example_config: str) -> str:
+    """The ``--help`` text that lists every config key of ``schema`` with its type and default."""
+    return (
+        f"config keys (set them in the YAML file or as key=value overrides; defaults are the schema's,\n"
+        f"a file such as {example_config} may set others):\n{describe_config(schema)}"
+    )
+
+
+def training_parser(
+    description: str, example_config: str, schema: type, data: bool = True
+) -> argparse.ArgumentParser:
+    """``--config | --resume`` (exactly one), ``--data`` (when ``data``) and ``key=value`` overrides.
+
+    ``--help`` lists the keys of ``schema``, the script's config dataclass.
+    """
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog=config_epilog(schema, example_config),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help=f"YAML config (e.g. {example_config})")
     source.add_argument("--resume", type=Path, help="run directory to continue from its newest checkpoint")

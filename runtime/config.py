@@ -56,6 +56,8 @@ def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     hints = get_type_hints(schema)
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"config schema {_type_name(schema)} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     for key in data:
         if key not in fields:
@@ -88,6 +90,49 @@ def save_config(config: Any, path: str | Path) -> None:
     Path(path).write_text(to_yaml(config))
 
 
+def describe_config(schema: type) -> str:
+    """Every key of ``schema`` (dotted for nested sections) with its type and default, one per line.
+
+    This is what ``--help`` of a training script shows, so that a user sees every overridable key
+    without opening the dataclasses.
+    """
+    rows = list(_describe_fields(schema, schema(), ""))
+    width = max(len(key) for key, _, _ in rows)
+    type_width = max(len(kind) for _, kind, _ in rows)
+    return "\n".join(f"  {key:<{width}}  {kind:<{type_width}}  {default}" for key, kind, default in rows)
+
+
+def _describe_fields(schema: type, instance: Any, prefix: str) -> typing.Iterator[tuple[str, str, str]]:
+    hints = get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        if not field.init:
+            continue
+        tp, value = hints[field.name], getattr(instance, field.name)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            yield from _describe_fields(tp, value, prefix + field.name + ".")
+        else:
+            yield prefix + field.name, _type_label(tp), _yaml_scalar(value)
+
+
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as it would be written in a config file (``true``, ``null``, ``[1, 2]``, ``auto``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _type_label(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_label(a) for a in get_args(tp))
+    if origin is Literal:
+        return "{" + ",".join(str(a) for a in get_args(tp)) + "}"
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        args = ", ".join(_type_label(a) for a in get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return _type_name(tp)
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node = data
     parts = key.split(".")
@@ -105,7 +150,7 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, key + ".")
     if tp is Any:
         return value

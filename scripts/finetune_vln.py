@@ -14,7 +14,8 @@ checkpoints and the best follower (``best.pt``, by ``select_metric`` on ``select
 from __future__ import annotations
 
 from lodestar.agents.vln.distributed import Distributed
-from lodestar.agents.vln.finetune import FinetuneConfig, FinetuneTrainer
+from lodestar.agents.vln.finetune import FinetuneTrainer
+from lodestar.agents.vln.finetune_config import FinetuneConfig
 from lodestar.runtime.cli import resolve_run, run_main, training_parser
 from lodestar.runtime.training import train_run
 
@@ -24,7 +25,9 @@ def _name_prefix(config: FinetuneConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = training_parser("Fine-tune the VLN follower (IL + DAgger + A2C).", "configs/vln_finetune.yaml")
+    parser = training_parser(
+        "Fine-tune the VLN follower (IL + DAgger + A2C).", "configs/vln_finetune.yaml", FinetuneConfig
+    )
     args = parser.parse_args(argv)
     run = resolve_run(FinetuneConfig, args, _name_prefix, distributed=Distributed.from_env().enabled)
     config, run_dir = run.config, run.run_dir

@@ -19,7 +19,7 @@ from lodestar.runtime.training import train_run
 
 def main(argv: list[str] | None = None) -> int:
     parser = training_parser(
-        "Pretrain the VLN follower (MLM + action prediction).", "configs/vln_pretrain.yaml"
+        "Pretrain the VLN follower (MLM + action prediction).", "configs/vln_pretrain.yaml", PretrainConfig
     )
     args = parser.parse_args(argv)
     run = resolve_run(PretrainConfig, args, "pretrain", distributed=Distributed.from_env().enabled)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from lodestar.pretrain.synthesis import SynthesisConfig, synthesize
-from lodestar.runtime.cli import run_main
+from lodestar.runtime.cli import config_epilog, run_main
 from lodestar.runtime.config import load_config
 
 FLAGS = {
@@ -27,7 +27,11 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Synthesize instructions for sampled paths with a speaker.")
+    parser = argparse.ArgumentParser(
+        description="Synthesize instructions for sampled paths with a speaker.",
+        epilog=config_epilog(SynthesisConfig, "configs/vln_synthesize.yaml"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", type=Path, required=True, help="navigation dataset directory")
     parser.add_argument("--speaker", type=Path, required=True, help="speaker run directory or .pt file")
     parser.add_argument(

@@ -15,7 +15,9 @@ from lodestar.runtime.training import train_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = training_parser("Train the VLN speaker.", "configs/vln_speaker.yaml").parse_args(argv)
+    args = training_parser(
+        "Train the VLN speaker.", "configs/vln_speaker.yaml", SpeakerTrainConfig
+    ).parse_args(argv)
     run = resolve_run(SpeakerTrainConfig, args, "speaker")
     config, run_dir = run.config, run.run_dir
     result = train_run(SpeakerTrainer(config, run_dir), run.resume)

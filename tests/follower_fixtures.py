@@ -1,4 +1,7 @@
-"""A tiny procedural navigation world with cheap random view features, for the follower tests."""
+"""Cheap random view features and a tiny follower configuration, for the follower tests.
+
+The world itself is the session fixture ``random_feature_world`` (``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import torch
 
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.features import feature_key, write_features_hdf5
-from lodestar.envs.nav.world.build import build_world, make_config
 
 FEATURE_NAME = "random"
 FEATURE_DIM = 16
@@ -29,9 +31,8 @@ TINY_MODEL = [
 ]
 
 
-def build_tiny_world(root: Path, seed: int = 0) -> Path:
-    """The ``tiny`` preset plus ``features/random.hdf5`` ([36, 16] float16 per viewpoint)."""
-    build_world(make_config("tiny", [f"seed={seed}"]), root, show_progress=False)
+def add_follower_features(root: Path, seed: int = 0) -> Path:
+    """Write ``features/random.hdf5`` ([36, 16] float16 per viewpoint) into the dataset at ``root``."""
     dataset = NavDataset(root)
     rng = np.random.default_rng(seed)
     features = {

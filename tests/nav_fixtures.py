@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.nav_sim import write_synthetic_dataset
+from benchmarks.nav_synthetic import write_synthetic_dataset
 from lodestar.envs.nav.data.graph import NavGraph
 
 FEATURE_DIM = 8

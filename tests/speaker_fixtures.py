@@ -1,4 +1,7 @@
-"""A tiny procedural world with random view features, and tiny speakers, for the speaker/synthesis tests."""
+"""Random view features and tiny speakers, for the speaker/synthesis tests.
+
+The world itself is the session fixture ``random_feature_world`` (``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import torch
 from lodestar.agents.vln.speaker import Speaker, SpeakerBundle, SpeakerConfig
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.features import feature_key, write_features_hdf5
-from lodestar.envs.nav.world.build import build_world, make_config
 
 FEATURES = "rand"
 FEATURE_DIM = 8
@@ -39,13 +41,6 @@ def add_random_features(root: Path, name: str = FEATURES) -> None:
                 key = feature_key(scan, vp)
                 if key not in f:
                     f.create_dataset(key, data=random_view(scan, vp).astype(np.float16))
-
-
-def make_world(root: Path) -> Path:
-    """The ``tiny`` preset with random features named :data:`FEATURES`."""
-    build_world(make_config("tiny"), root, show_progress=False)
-    add_random_features(root)
-    return root
 
 
 def copy_world(source: Path, target: Path) -> Path:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import evaluate_nav
+import evaluate_vln
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,47 +16,40 @@ from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfi
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.eval.failures import CATEGORIES
 from lodestar.envs.nav.eval.metrics import load_predictions
-from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "LODESTAR_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_world(tmp_path_factory.mktemp("evaluate") / "world")
+def data_dir(random_feature_world: Path) -> Path:
+    return random_feature_world
 
 
-@pytest.fixture(scope="module")
-def checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dataset = NavDataset(data_dir)
-    vocab = dataset.vocab()
+def save_follower(data_dir: Path, path: Path) -> Path:
+    """An untrained small follower for the world at ``data_dir``, saved as a ``best.pt``."""
+    vocab = NavDataset(data_dir).vocab()
     torch.manual_seed(0)
     model = Follower(
         len(vocab), 16, ANGLE_DIM, FollowerConfig(hidden_dim=32, num_heads=2, ffn_dim=64), vocab.pad_id
     )
-    path = tmp_path_factory.mktemp("run") / "best.pt"
     FollowerBundle(model, vocab, FEATURE_NAME, ANGLE_DIM, 80, {"iteration": 7}).save(path)
     return path
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+@pytest.fixture(scope="module")
+def checkpoint(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_follower(data_dir, tmp_path_factory.mktemp("run") / "best.pt")
 
 
-def test_submission_scores_identically_with_the_metrics_command(data_dir, checkpoint, tmp_path):
+def test_submission_scores_identically_with_the_metrics_command(data_dir, checkpoint, tmp_path, run_script):
+    def run(main, *args: object):
+        done = run_script(main, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
     out = run(
-        "evaluate_vln.py", "--checkpoint", str(checkpoint), "--data", str(data_dir), "--split", "val_unseen",
-        "--split", "val_seen", "--out-dir", str(tmp_path), "--log-dir", str(tmp_path / "tb"), "--log-episodes", "1",
-        "--num-envs", "7", "--max-steps", "5", "--json",  # short episodes, short GIFs
+        evaluate_vln.main, "--checkpoint", checkpoint, "--data", data_dir, "--split", "val_unseen",
+        "--split", "val_seen", "--out-dir", tmp_path, "--log-dir", tmp_path / "tb", "--log-episodes", "1",
+        "--log-failures", "1", "--num-envs", "7", "--max-steps", "5", "--json",  # short episodes, short GIFs
     )  # fmt: skip
     ours = json.loads(out.stdout.strip().splitlines()[-1])
     dataset = NavDataset(data_dir)
@@ -68,7 +60,7 @@ def test_submission_scores_identically_with_the_metrics_command(data_dir, checkp
         assert set(predictions) == expected_ids
         theirs = json.loads(
             run(
-                "evaluate_nav.py",
+                evaluate_nav.main,
                 "--data",
                 str(data_dir),
                 "--split",
@@ -88,13 +80,31 @@ def test_submission_scores_identically_with_the_metrics_command(data_dir, checkp
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     events.Reload()
     images = events.Tags()["images"]
-    assert any(tag.startswith("episodes/val_unseen/") and tag.endswith("/map") for tag in images)
-    failure_maps = {tag.split("/")[2] for tag in images if tag.startswith("failures/val_unseen/")}
+    assert any(tag.startswith("final/val_unseen/episodes/") and tag.endswith("/map") for tag in images)
+    failure_maps = {tag.split("/")[3] for tag in images if tag.startswith("final/val_unseen/failures/")}
     if ours["failures"]["val_unseen"]["success"] < 1.0:  # failed episodes are drawn, tagged by category
         assert failure_maps and failure_maps <= set(CATEGORIES) - {"success"}
     gifs = [tag for tag in images if tag.endswith("/frames")]
     assert gifs and events.Images(gifs[0])[0].encoded_image_string[:6] == b"GIF89a"
-    assert "eval/val_unseen/spl" in events.Tags()["scalars"]
+    # A standalone evaluation has its own cards, apart from the run's eval/ curves.
+    scalars = set(events.Tags()["scalars"])
+    assert {"final/val_unseen/spl", "final/val_unseen/failures/success"} <= scalars
+    assert not any(tag.startswith("eval/") for tag in scalars)
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    data_dir = fixture("random_feature_world")
+    checkpoint = save_follower(data_dir, work / "best.pt")
+    return ["--checkpoint", checkpoint, "--data", data_dir, "--split", "val_seen", "--max-steps", "3",
+            "--log-episodes", "0", "--log-failures", "0"]  # fmt: skip
+
+
+@pytest.mark.script_run("evaluate_vln.py", _smoke_args)
+def test_evaluate_script_smoke(script_run):
+    """The one command-line run of ``scripts/evaluate_vln.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr[-3000:]
+    assert "val_seen:" in script_run.stdout and "SPL" in script_run.stdout
+    assert load_predictions(script_run.work / "eval" / "submit_val_seen.json")  # beside the checkpoint
 
 
 def test_greedy_evaluation_is_deterministic_and_independent_of_batching(data_dir, checkpoint):

@@ -7,18 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import finetune_vln
 import pytest
 import torch
 
 from lodestar.agents.rollout import RolloutCollector
 from lodestar.agents.vln.dagger import DaggerWriter, replay_inputs
-from lodestar.agents.vln.finetune import (
-    FinetuneConfig,
-    FinetuneTrainer,
-    TrainingDiverged,
-    generalized_advantages,
-)
+from lodestar.agents.vln.finetune import FinetuneTrainer, TrainingDiverged
+from lodestar.agents.vln.finetune_config import FinetuneConfig
 from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfig, FollowerPolicy
+from lodestar.agents.vln.rollout_replay import generalized_advantages
 from lodestar.agents.vln.trajectories import PathFeaturizer
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.sim.env import NavVecEnv
@@ -26,7 +24,7 @@ from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer
 from lodestar.replay.trajectory import TrajectoryStore
 from lodestar.runtime.checkpoint import CheckpointError
 from lodestar.runtime.config import load_config
-from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -49,8 +47,8 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_world(tmp_path_factory.mktemp("finetune") / "world")
+def data_dir(random_feature_world: Path) -> Path:
+    return random_feature_world
 
 
 @pytest.fixture(scope="module")
@@ -209,23 +207,43 @@ def _run_script(*args: str, torchrun: bool = False) -> subprocess.CompletedProce
     )
 
 
-def test_finetune_script_from_a_pretraining_run(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def pretraining_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-iteration pretraining run of the tiny follower."""
+    runs = tmp_path_factory.mktemp("pretraining")
     pretrain_config = load_config(
         PretrainConfig,
         ROOT / "configs" / "vln_pretrain.yaml",
-        [f"data_dir={data_dir}", f"runs_dir={tmp_path}", f"data.features={FEATURE_NAME}",
+        [f"data_dir={data_dir}", f"runs_dir={runs}", f"data.features={FEATURE_NAME}",
          f"data.angle_feature_size={ANGLE_DIM}", "device=cpu", "iterations=2", "batch_size=4", "eval_every=0",
          "name=pt", *TINY_MODEL],
     )  # fmt: skip
-    PretrainTrainer(pretrain_config, tmp_path / "pt").train()
-    config = ["--config", str(ROOT / "configs" / "vln_finetune.yaml"), "--data", str(data_dir)]
-    done = _run_script(*config, *SMALL, f"runs_dir={tmp_path}", "name=ft", "iterations=2", "eval_every=2",
-                       f"init={tmp_path / 'pt'}")  # fmt: skip
+    PretrainTrainer(pretrain_config, runs / "pt").train()
+    return runs / "pt"
+
+
+def test_finetune_script_from_a_pretraining_run(data_dir, pretraining_run, tmp_path, run_script):
+    config = ["--config", ROOT / "configs" / "vln_finetune.yaml", "--data", data_dir]
+    done = run_script(finetune_vln.main, *config, *SMALL, f"runs_dir={tmp_path}", "name=ft", "iterations=2",
+                      "eval_every=2", f"init={pretraining_run}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "best follower" in done.stdout and (tmp_path / "ft" / "best.pt").is_file()
-    assert f"init: {tmp_path / 'pt'}" in (tmp_path / "ft" / "config.yaml").read_text()
-    bad = _run_script(*config, f"runs_dir={tmp_path}", "name=bad", "learn.techer_envs=3")
+    assert f"init: {pretraining_run}" in (tmp_path / "ft" / "config.yaml").read_text()
+    bad = run_script(finetune_vln.main, *config, f"runs_dir={tmp_path}", "name=bad", "learn.techer_envs=3")
     assert bad.returncode == 2 and "learn.techer_envs" in bad.stderr
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    config = ["--config", ROOT / "configs" / "vln_finetune.yaml", "--data", fixture("random_feature_world")]
+    return [*config, *SMALL, f"runs_dir={work}", "name=smoke", "iterations=1"]
+
+
+@pytest.mark.script_run("finetune_vln.py", _smoke_args)
+def test_finetune_script_smoke(script_run):
+    """The one command-line run of ``scripts/finetune_vln.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr[-3000:]
+    assert "fine-tuned 1 iterations" in script_run.stdout
+    assert (script_run.work / "smoke" / "checkpoints" / "ckpt_000000000001.pt").is_file()
 
 
 @pytest.mark.slow
@@ -273,7 +291,7 @@ def test_interrupt_writes_a_checkpoint(data_dir, tmp_path):
 )
 def test_truncated_episodes_are_scored_where_they_end(data_dir, tmp_path, truncation, expected):
     from lodestar.agents.rollout import Rollout
-    from lodestar.agents.vln.finetune import ReplayedRollout
+    from lodestar.agents.vln.rollout_replay import ReplayedRollout
 
     overrides = ("iterations=1", "learn.gamma=0.9", "learn.gae_lambda=1.0", f"learn.truncation={truncation}")
     trainer = FinetuneTrainer(_config(data_dir, tmp_path, *overrides), tmp_path / truncation)

@@ -21,12 +21,12 @@ from lodestar.envs.nav.data.features import (
 )
 from lodestar.envs.nav.data.r2r import Episode, load_r2r, write_r2r
 from lodestar.envs.nav.data.tokenizer import SPECIAL_TOKENS, Vocab, build_vocab, tokenize
-from tests.nav_fixtures import FEATURE_DIM, line_graph, make_dataset, triangle_graph
+from tests.nav_fixtures import FEATURE_DIM, line_graph, triangle_graph
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("nav") / "data")
+def data_dir(grid_dataset: Path) -> Path:
+    return grid_dataset
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import numpy as np
 import lodestar.envs.gym_api  # noqa: F401 - registers the Lodestar ids
 from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.envs.sb3 import SB3VecEnvAdapter
-from tests.nav_fixtures import make_dataset
 
 
-def test_gymnasium_make_and_sb3_adapter_step_the_navigation_env(tmp_path):
-    data = make_dataset(tmp_path / "data")
+def test_gymnasium_make_and_sb3_adapter_step_the_navigation_env(grid_dataset):
+    data = grid_dataset
     env = gym.make("Lodestar/Nav-v0", dataset=str(data), split="train", features="random", seed=0)
     first, _ = env.reset(seed=0)
     assert isinstance(first, dict) and env.observation_space.contains(first)

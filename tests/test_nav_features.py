@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
+import build_nav_features
 import h5py
 import numpy as np
 import pytest
@@ -29,20 +28,30 @@ from lodestar.envs.nav.perception.view_encoder import (
 )
 from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.runtime.checkpoint import CheckpointError
-from tests.nav_perception_helpers import cheap_features, small_world
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.nav_perception_helpers import cheap_features
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return small_world(tmp_path_factory.mktemp("world") / "nav")
+def world(perception_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the session's small world: ``oracle_store`` adds features to it."""
+    return copy_world(perception_world, tmp_path_factory.mktemp("world") / "nav")
+
+
+def copy_world(source: Path, target: Path) -> Path:
+    return Path(shutil.copytree(source, target))
 
 
 @pytest.fixture(scope="module")
 def oracle_store(world) -> Path:
     build_features(world, "oracle", cheap_features("oracle"), "cpu", show_progress=False)
     return feature_file(world, "oracle")
+
+
+@pytest.fixture(scope="module")
+def cnn_build(perception_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A copy of the small world with CNN features (and the encoder trained for them), and the summary."""
+    world = copy_world(perception_world, tmp_path_factory.mktemp("cnn") / "nav")
+    return world, build_features(world, "cnn", cheap_features("cnn"), "cpu", show_progress=False)
 
 
 def all_keys(world: Path) -> list[str]:
@@ -112,12 +121,14 @@ def record_scans(monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["oracle", "cnn"])
-def test_interrupted_build_resumes_to_the_same_result(tmp_path, world, kind, monkeypatch):
-    reference_world = small_world(tmp_path / "reference")
-    build_features(reference_world, kind, cheap_features(kind), "cpu", show_progress=False)
-    reference = read_store(feature_file(reference_world, kind))
+def test_interrupted_build_resumes_to_the_same_result(tmp_path, perception_world, kind, monkeypatch, request):
+    # The reference: an uninterrupted build of the same world with the same settings.
+    if kind == "oracle":
+        reference = read_store(request.getfixturevalue("oracle_store"))
+    else:
+        reference = read_store(feature_file(request.getfixturevalue("cnn_build")[0], kind))
 
-    resumed_world = small_world(tmp_path / "resumed")
+    resumed_world = copy_world(perception_world, tmp_path / "resumed")
     interrupt_after(monkeypatch, scans_done=1)
     with pytest.raises(KeyboardInterrupt):
         build_features(resumed_world, kind, cheap_features(kind), "cpu", show_progress=False)
@@ -141,10 +152,9 @@ def test_interrupted_build_resumes_to_the_same_result(tmp_path, world, kind, mon
     assert calls == []
 
 
-def test_cnn_features_train_the_encoder_once_and_report_quality(tmp_path):
-    world = small_world(tmp_path / "nav")
-    config = cheap_features("cnn")
-    summary = build_features(world, "cnn", config, "cpu", show_progress=False)
+def test_cnn_features_train_the_encoder_once_and_report_quality(tmp_path, cnn_build):
+    world = copy_world(cnn_build[0], tmp_path / "nav")  # this test adds a feature set
+    config, summary = cheap_features("cnn"), cnn_build[1]
     store = read_store(feature_file(world, "cnn"))
     assert all(a.shape == (36, 32) and a.dtype == np.float16 for a in store.values())
     assert (world / "features" / "encoder.pt").is_file()
@@ -165,8 +175,8 @@ def test_store_settings_are_checked_on_resume(tmp_path, world, oracle_store):
         build_features(world, "oracle", other, "cpu", show_progress=False)
 
 
-def test_missing_house_files_and_bad_encoder_are_clear_errors(tmp_path):
-    world = small_world(tmp_path / "nav")
+def test_missing_house_files_and_bad_encoder_are_clear_errors(tmp_path, perception_world):
+    world = copy_world(perception_world, tmp_path / "nav")
     scan = NavDataset(world).scans[0]
     (world / "houses" / f"{scan}.json").rename(tmp_path / "moved.json")
     with pytest.raises(FileNotFoundError, match=scan):
@@ -221,25 +231,31 @@ def test_encoder_learns_rooms_and_objects_beyond_the_baselines(tmp_path):
     assert state["image_size"] == 16 and torch.equal(loaded.encode(val.images), encoder.encode(val.images))
 
 
-def test_build_script_writes_oracle_features(tmp_path):
-    world = small_world(tmp_path / "nav")
-    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
-    cmd = [sys.executable, str(ROOT / "scripts" / "build_nav_features.py"), "--data", str(world)]
-    done = subprocess.run(
-        [*cmd, "--features", "oracle", "--image-size", "8", "--device", "cpu", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+def test_build_script_writes_oracle_features(tmp_path, perception_world, run_script):
+    world = copy_world(perception_world, tmp_path / "nav")
+    args = ["--features", "oracle", "--image-size", "8", "--device", "cpu", "--no-progress"]
+    done = run_script(build_nav_features.main, "--data", world, *args)
     assert done.returncode == 0, done.stderr
     assert "features 'oracle'" in done.stdout and feature_file(world, "oracle").is_file()
-    bad = subprocess.run([*cmd, "bogus_key=1"], capture_output=True, text=True, env=env, timeout=300)
+    bad = run_script(build_nav_features.main, "--data", world, "bogus_key=1")
     assert bad.returncode == 2 and "bogus_key" in bad.stderr
 
 
-def test_scans_added_later_get_features_with_the_stored_settings(tmp_path, monkeypatch):
-    world = small_world(tmp_path / "nav")
+def _smoke_args(fixture, work: Path) -> list[object]:
+    world = copy_world(fixture("perception_world"), work / "nav")
+    return ["--data", world, "--features", "oracle", "--image-size", "4", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.script_run("build_nav_features.py", _smoke_args)
+def test_build_script_smoke(script_run):
+    """The one command-line run of ``scripts/build_nav_features.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr
+    assert "features 'oracle'" in script_run.stdout
+    assert feature_file(script_run.work / "nav", "oracle").is_file()
+
+
+def test_scans_added_later_get_features_with_the_stored_settings(tmp_path, perception_world, monkeypatch):
+    world = copy_world(perception_world, tmp_path / "nav")
     scans_file = world / "connectivity" / "scans.txt"
     scans = NavDataset(world).scans
     scans_file.write_text("".join(f"{s}\n" for s in scans[:-1]))

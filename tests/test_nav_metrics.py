@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
+import evaluate_nav
 import pytest
 
 from lodestar.envs.nav.data.dataset import NavDataset
@@ -22,9 +21,8 @@ from lodestar.envs.nav.eval.metrics import (
     parse_predictions,
     write_predictions,
 )
-from tests.nav_fixtures import line_graph, make_dataset, triangle_graph
+from tests.nav_fixtures import line_graph, triangle_graph
 
-ROOT = Path(__file__).resolve().parent.parent
 LINE = line_graph([0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0])  # v0..v6, 2 m apart
 REF = ["v0", "v1", "v2", "v3"]  # goal v3 at x = 6, reference length 6 m
 
@@ -151,8 +149,8 @@ def test_submission_format_errors(data, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("navm") / "data")
+def dataset_dir(grid_dataset: Path) -> Path:
+    return grid_dataset
 
 
 def _reference_predictions(dataset: NavDataset, split: str) -> list[dict]:
@@ -171,32 +169,36 @@ def test_evaluate_split_on_dataset(dataset_dir: Path, tmp_path: Path) -> None:
     assert summary["sr"] == summary["spl"] == summary["ndtw"] == summary["cls"] == 1.0
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "evaluate_nav.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-
-
-def test_evaluate_nav_cli(dataset_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_nav_cli(dataset_dir: Path, tmp_path: Path, run_script) -> None:
     dataset = NavDataset(dataset_dir)
     records = _reference_predictions(dataset, "val_unseen")
     write_predictions(tmp_path / "p.json", records)
-    common = ["--split", "val_unseen", "--data", str(dataset_dir), "--predictions", str(tmp_path / "p.json")]
-    result = _run_cli(*common, "--json")
+    common = ["--split", "val_unseen", "--data", dataset_dir, "--predictions", tmp_path / "p.json"]
+    result = run_script(evaluate_nav.main, *common, "--json")
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert list(scores) == ["ne", "sr", "osr", "tl", "spl", "ndtw", "sdtw", "cls"]
     assert scores["sr"] == 1.0 and scores["ne"] == 0.0
-    table = _run_cli(*common)
+    table = run_script(evaluate_nav.main, *common)
     assert table.returncode == 0 and "SPL" in table.stdout and "100.00" in table.stdout
 
     write_predictions(tmp_path / "p.json", records[1:])
-    missing = _run_cli(*common, "--json")
+    missing = run_script(evaluate_nav.main, *common, "--json")
     assert missing.returncode == 2
     assert (
         f"missing predictions for 1 of {len(records)} instructions: {records[0]['instr_id']}"
         in missing.stderr
     )
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    dataset = fixture("grid_dataset")
+    write_predictions(work / "p.json", _reference_predictions(NavDataset(dataset), "val_seen"))
+    return ["--split", "val_seen", "--data", dataset, "--predictions", work / "p.json", "--json"]
+
+
+@pytest.mark.script_run("evaluate_nav.py", _smoke_args)
+def test_evaluate_nav_script_smoke(script_run) -> None:
+    """The one command-line run of ``scripts/evaluate_nav.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr
+    assert json.loads(script_run.stdout)["spl"] == 1.0

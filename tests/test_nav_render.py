@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from lodestar.envs.nav.perception.materials import surface_colours
 from lodestar.envs.nav.perception.render import (
     CEILING,
     FLOOR,
@@ -22,7 +23,6 @@ from lodestar.envs.nav.perception.render import (
     CameraConfig,
     Renderer,
     Scene,
-    surface_colours,
 )
 from lodestar.envs.nav.perception.semantics import (
     DESCRIPTOR_DIM,
@@ -30,16 +30,9 @@ from lodestar.envs.nav.perception.semantics import (
     oracle_descriptors,
     view_labels,
 )
-from lodestar.envs.nav.world.houses import (
-    OBJECT_CATEGORIES,
-    ROOM_TYPES,
-    Door,
-    House,
-    HouseObject,
-    Room,
-    Wall,
-    generate_house,
-)
+from lodestar.envs.nav.world.furniture import OBJECT_CATEGORIES
+from lodestar.envs.nav.world.house_generator import generate_house
+from lodestar.envs.nav.world.houses import ROOM_TYPES, Door, House, HouseObject, Room, Wall
 from lodestar.envs.nav.world.viewpoints import build_viewpoint_graph
 
 SIZE = 16

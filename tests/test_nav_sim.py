@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.nav_sim import ReferenceNavSim, random_actions
+from benchmarks.nav_reference import ReferenceNavSim
+from benchmarks.nav_sim import random_actions
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.errors import NavDataError
 from lodestar.envs.nav.data.features import load_features_hdf5
@@ -18,12 +19,12 @@ from lodestar.envs.nav.eval.metrics import episode_metrics, evaluate_split
 from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.envs.nav.sim.feature_table import VIEW_ELEVATIONS, VIEW_HEADINGS, FeatureTable, angle_features
 from lodestar.envs.nav.sim.packing import nearest_view
-from tests.nav_fixtures import FEATURE_DIM, make_dataset
+from tests.nav_fixtures import FEATURE_DIM
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("navsim") / "data")
+def data_dir(grid_dataset: Path) -> Path:
+    return grid_dataset
 
 
 @pytest.fixture(scope="module")
@@ -402,12 +403,8 @@ def test_rows_without_an_episode_from_reset_stay_idle(dataset: NavDataset) -> No
     assert sorted(r["instr_id"] for r in env.trajectories()) == sorted(env.instruction_ids)
 
 
-def test_world_builder_tiny_preset(tmp_path: Path) -> None:
-    from lodestar.envs.nav.world import build
-
-    root = tmp_path / "tiny"
-    build.build_world(build.make_config("tiny"), root, show_progress=False)
-    dataset = NavDataset(root)
+def test_world_builder_tiny_preset(tiny_world: Path) -> None:
+    dataset = NavDataset(tiny_world)
     episodes = dataset.episodes("val_seen")
     scans = sorted({ep.scan for ep in episodes})
     count = sum(dataset.graph(s).num_viewpoints for s in scans)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import render_episode
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,14 +24,11 @@ from lodestar.envs.nav.perception.viz import (
 )
 from lodestar.envs.nav.world.build import load_house
 from lodestar.runtime.logger import RunLogger
-from tests.nav_perception_helpers import small_world
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return small_world(tmp_path_factory.mktemp("world") / "nav")
+def world(perception_world: Path) -> Path:
+    return perception_world
 
 
 @pytest.fixture(scope="module")
@@ -107,37 +102,32 @@ def test_logged_map_gif_and_text_are_readable_by_tensorboard(tmp_path, episode):
     assert any(tag.startswith("val_unseen/episode/instruction") for tag in acc.Tags()["tensors"])
 
 
-def test_render_episode_script(tmp_path, world, episode):
+def test_render_episode_script(tmp_path, world, episode, run_script):
     ep, _, graph = episode
-    script = [sys.executable, str(ROOT / "scripts" / "render_episode.py"), "--data", str(world)]
-    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
     preds = tmp_path / "preds.json"
     agent = detour(graph, ep.path)
     preds.write_text(
         json.dumps([{"instr_id": f"{ep.path_id}_1", "trajectory": [[vp, 0.0, 0.0] for vp in agent]}])
     )
     png, gif = tmp_path / "map.png", tmp_path / "walk.gif"
-    done = subprocess.run(
-        [
-            *script,
-            "--episode",
-            f"{ep.path_id}_1",
-            "--trajectory",
-            str(preds),
-            "--out",
-            str(png),
-            "--out",
-            str(gif),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    args = ["--episode", f"{ep.path_id}_1", "--trajectory", preds, "--out", png, "--out", gif]
+    done = run_script(render_episode.main, "--data", world, *args)
     assert done.returncode == 0, done.stderr
     assert Image.open(png).format == "PNG" and Image.open(gif).n_frames == len(agent)
     assert ep.instructions[1] in done.stdout
-    missing = subprocess.run(
-        [*script, "--episode", "no_such_episode", "--out", str(png)], capture_output=True, text=True, env=env
-    )
+    missing = run_script(render_episode.main, "--data", world, "--episode", "no_such_episode", "--out", png)
     assert missing.returncode == 2 and "no_such_episode" in missing.stderr
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    world = fixture("perception_world")
+    episode = NavDataset(world).episodes("val_unseen")[0]
+    return ["--data", world, "--episode", episode.path_id, "--out", "map.png"]
+
+
+@pytest.mark.script_run("render_episode.py", _smoke_args)
+def test_render_episode_script_smoke(script_run, episode):
+    """The one command-line run of ``scripts/render_episode.py`` (in the background: tests/script_runs.py)."""
+    ep, _, _ = episode
+    assert script_run.returncode == 0, script_run.stderr
+    assert Image.open(script_run.work / "map.png").format == "PNG" and ep.instructions[0] in script_run.stdout

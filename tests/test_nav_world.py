@@ -5,28 +5,23 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import build_nav_world
 import numpy as np
 import pytest
 
 from lodestar.envs.nav.data.connectivity import load_connectivity
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.world.build import build_world, load_house, make_config
-from lodestar.envs.nav.world.houses import (
-    OBJECT_CATEGORIES,
-    ROOM_TYPES,
-    House,
-    HouseConfig,
-    _door_on,
-    generate_house,
-)
+from lodestar.envs.nav.world.floorplan import HouseConfig, _door_on
+from lodestar.envs.nav.world.furniture import OBJECT_CATEGORIES
+from lodestar.envs.nav.world.house_generator import generate_house
+from lodestar.envs.nav.world.houses import ROOM_TYPES, House
 from lodestar.envs.nav.world.viewpoints import GraphConfig, build_viewpoint_graph
 from lodestar.runtime.config import ConfigError
+from tests.nav_perception_helpers import cheap_features
 
-ROOT = Path(__file__).resolve().parent.parent
 HOUSE_SEEDS = range(12)
 
 
@@ -42,10 +37,8 @@ def houses():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nav") / "tiny"
-    summary = build_world(make_config("tiny"), root, show_progress=False)
-    return root, summary
+def tiny(tiny_world_build):
+    return tiny_world_build
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -159,7 +152,7 @@ def test_graphs_are_connected_and_edges_are_walkable(houses):
         nav = graph.nav_graph()
         assert nav.is_connected(), house.scan
         walls = [((w.x0, w.y0), (w.x1, w.y1)) for w in house.walls]
-        boxes = [o.bounds for o in house.objects if o.blocks_walking]
+        boxes = np.array([o.bounds for o in house.objects if o.blocks_walking]).reshape(-1, 4)
         for i, j in graph.edges:
             p, q = graph.positions[i, :2], graph.positions[j, :2]
             assert np.linalg.norm(p - q) <= config.max_edge + 1e-6
@@ -168,7 +161,7 @@ def test_graphs_are_connected_and_edges_are_walkable(houses):
                 i,
                 j,
             )
-            assert not any(_segment_hits_box(p, q, box) for box in boxes), (house.scan, i, j)
+            assert not _segment_hits_a_box(p, q, boxes), (house.scan, i, j)
         for v in graph.viewpoints:
             assert v.z == pytest.approx(config.camera_height)
             assert not any(b[0] <= v.x <= b[2] and b[1] <= v.y <= b[3] for b in boxes)
@@ -302,43 +295,30 @@ def test_config_errors_name_the_problem():
     assert make_config("tiny", ["house.max_rooms=6"]).house.max_rooms == 6
 
 
-def test_build_script_and_its_errors(tmp_path):
+def test_build_script_and_its_errors(tmp_path, run_script, monkeypatch):
+    # The script's default 64 px views cost seconds to render; 16 px ones show the same wiring.
+    monkeypatch.setattr(build_nav_world, "FeatureConfig", lambda kind: cheap_features(kind))
     out = tmp_path / "w"
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "build_nav_world.py"),
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-    ]
+    cmd = ["--preset", "tiny", "--out", out]
     args = ["--no-progress", "train_houses=1", "val_unseen_houses=0", "test_houses=0"]
-    done = subprocess.run(
-        [*cmd, *args, "--features", "oracle", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    done = run_script(build_nav_world.main, *cmd, *args, "--features", "oracle", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     assert "houses 1" in done.stdout and (out / "summary.json").is_file()
     assert (out / "features" / "oracle.hdf5").is_file() and "features:" in done.stdout
-    clash = subprocess.run(
-        [*cmd, *args, "--features", "none", "--seed", "4"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    clash = run_script(build_nav_world.main, *cmd, *args, "--features", "none", "--seed", "4")
     assert clash.returncode == 2 and "--overwrite" in clash.stderr
-    bad = subprocess.run(
-        [*cmd, "--no-progress", "--features", "none", "bogus=1"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    bad = run_script(build_nav_world.main, *cmd, "--no-progress", "--features", "none", "bogus=1")
     assert bad.returncode == 2 and "bogus" in bad.stderr
+
+
+SMOKE_ARGS = ["--out", "w", "--no-progress", "--features", "none", "train_houses=1", "val_unseen_houses=0"]
+
+
+@pytest.mark.script_run("build_nav_world.py", lambda fixture, work: [*SMOKE_ARGS, "test_houses=0"])
+def test_build_script_smoke(script_run):
+    """The one command-line run of ``scripts/build_nav_world.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr
+    assert "houses 1" in script_run.stdout and (script_run.work / "w" / "summary.json").is_file()
 
 
 def test_benchmark_reports_figures(capsys):
@@ -386,8 +366,9 @@ def _segments_cross(p, q, a, b) -> bool:
     )
 
 
-def _segment_hits_box(p, q, box) -> bool:
-    """Sample the segment densely; furniture is never thinner than the 2 cm step."""
+def _segment_hits_a_box(p, q, boxes: np.ndarray) -> bool:
+    """Sample the segment densely; furniture is never thinner than the 2 cm step. ``boxes``: ``[B, 4]``."""
     t = np.linspace(0.0, 1.0, max(2, math.ceil(np.linalg.norm(q - p) / 0.02)))[:, None]
-    x, y = (p + t * (q - p)).T
-    return bool(((box[0] < x) & (x < box[2]) & (box[1] < y) & (y < box[3])).any())
+    x, y = (p + t * (q - p)).T[:, :, None]  # [N, 1] each: every sample against every box
+    x0, y0, x1, y1 = boxes.T
+    return bool(((x0 < x) & (x < x1) & (y0 < y) & (y < y1)).any())

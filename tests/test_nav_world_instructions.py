@@ -11,7 +11,7 @@ import pytest
 
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.tokenizer import tokenize
-from lodestar.envs.nav.world.build import build_world, load_house, make_config
+from lodestar.envs.nav.world.build import load_house
 from lodestar.envs.nav.world.episodes import (
     PathConfig,
     candidate_pairs,
@@ -35,11 +35,9 @@ SPLITS = ("train", "val_seen", "val_unseen", "test")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nav") / "tiny"
-    build_world(make_config("tiny"), root, show_progress=False)
-    data = NavDataset(root)
-    return root, data, {name: data.episodes(name) for name in SPLITS}
+def world(tiny_world):
+    data = NavDataset(tiny_world)
+    return tiny_world, data, {name: data.episodes(name) for name in SPLITS}
 
 
 def _words(text: str) -> list[str]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +25,7 @@ from lodestar.pretrain.objectives import ObjectiveConfig, PretrainModel, per_sam
 from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer, TrainingDiverged
 from lodestar.runtime.checkpoint import CheckpointManager
 from lodestar.runtime.config import load_config
-from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, build_tiny_world, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.follower_fixtures import ANGLE_DIM, FEATURE_NAME, TINY_MODEL, one_torch_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -45,8 +42,8 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_world(tmp_path_factory.mktemp("pretrain") / "world")
+def data_dir(random_feature_world: Path) -> Path:
+    return random_feature_world
 
 
 @pytest.fixture(scope="module")
@@ -200,23 +197,28 @@ def test_pretraining_resumes_exactly(data_dir, tmp_path):
     assert bundle.info["stage"] == "pretrain" and bundle.info["iteration"] == 4
 
 
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(data_dir, tmp_path):
-    """``torchrun --nproc_per_node 2`` (gloo, CPU) makes the same updates as one process."""
-    exact = ["iterations=3", "model.dropout=0.0", "model.feature_dropout=0.0"]
-    single = PretrainTrainer(_config(data_dir, tmp_path, *exact, "name=single"), tmp_path / "single")
+EXACT = ["iterations=3", "model.dropout=0.0", "model.feature_dropout=0.0"]
+
+
+def _ddp_args(fixture, work: Path) -> list[object]:
+    config = ["--config", ROOT / "configs" / "vln_pretrain.yaml", "--data", fixture("random_feature_world")]
+    return [*config, *SMALL, *EXACT, f"runs_dir={work}", "name=ddp"]
+
+
+@pytest.mark.script_run("pretrain_vln.py", _ddp_args, torchrun=2)
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(data_dir, tmp_path, script_run):
+    """``torchrun --nproc_per_node 2`` (gloo, CPU) makes the same updates as one process.
+
+    The torchrun command (in the background: tests/script_runs.py) is also the command-line smoke test
+    of ``scripts/pretrain_vln.py``.
+    """
+    single = PretrainTrainer(_config(data_dir, tmp_path, *EXACT, "name=single"), tmp_path / "single")
     initial = {k: v.clone() for k, v in single.model.state_dict().items()}
     single.train()
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(ROOT / "scripts" / "pretrain_vln.py"), "--config", str(ROOT / "configs" / "vln_pretrain.yaml"),
-        "--data", str(data_dir), *SMALL, *exact, f"runs_dir={tmp_path}", "name=ddp",
-    ]  # fmt: skip
-    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert "on 2 process(es)" in ddp.stdout
+    assert script_run.returncode == 0, script_run.stderr[-2000:]
+    assert "on 2 process(es)" in script_run.stdout
     a = CheckpointManager(tmp_path / "single" / "checkpoints").load()
-    b = CheckpointManager(tmp_path / "ddp" / "checkpoints").load()
+    b = CheckpointManager(script_run.work / "ddp" / "checkpoints").load()
     assert a["iteration"] == b["iteration"] == 3
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, atol=1e-5, rtol=1e-5, msg=key)

@@ -16,12 +16,12 @@ from lodestar.envs.nav.data.errors import NavDataError
 from lodestar.envs.nav.data.r2r import Episode
 from lodestar.envs.nav.data.tokenizer import tokenize
 from lodestar.envs.nav.sim.env import NavVecEnv
-from tests.speaker_fixtures import ANGLE_SIZE, FEATURE_DIM, FEATURES, TINY, make_world, tiny_bundle
+from tests.speaker_fixtures import ANGLE_SIZE, FEATURE_DIM, FEATURES, TINY, tiny_bundle
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_world(tmp_path_factory.mktemp("speaker") / "tiny")
+def world(random_feature_world: Path) -> Path:
+    return random_feature_world
 
 
 @pytest.fixture(scope="module")
@@ -235,11 +235,14 @@ def test_tiny_speaker_overfits_a_handful_of_trajectories(dataset: NavDataset, fe
     optimizer = torch.optim.Adam(speaker.parameters(), lr=1e-2)
     traj = featurizer(data.paths)
     rows, owner = data.instruction_rows(torch.arange(len(data)))
-    for _ in range(150):
+    for _ in range(150):  # until the teacher-forced loss is near zero (about 60 updates)
         loss = speaker.loss(speaker.encode(traj), data.tokens[rows], owner)
+        if loss.item() < 0.02:
+            break
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    assert loss.item() < 0.02
     result = evaluate_speaker(speaker, featurizer, data, dataset.vocab(), "overfit")
     assert result.bleu.bleu[3] > 0.95, (float(loss.detach()), result.hypotheses)
     assert result.bleu.bleu[0] > 0.95

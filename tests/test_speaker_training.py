@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+import train_speaker
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lodestar.agents.vln.speaker import load_speaker
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer, TrainingDiverged
 from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
 from lodestar.runtime.config import ConfigError, load_config
-from tests.speaker_fixtures import ANGLE_SIZE, FEATURES, make_world
+from lodestar.runtime.logger import SECTIONS
+from tests.speaker_fixtures import ANGLE_SIZE, FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "vln_speaker.yaml"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_world(tmp_path_factory.mktemp("speaker_train") / "tiny")
+def world(random_feature_world: Path) -> Path:
+    return random_feature_world
 
 
 def small(world: Path, runs: Path, *extra: str) -> list[str]:
@@ -121,27 +120,13 @@ def test_resume_refuses_another_architecture(world: Path, tmp_path: Path) -> Non
         other.restore()
 
 
-def test_train_script_with_resume(world: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
-    script = str(ROOT / "scripts" / "train_speaker.py")
+def test_train_script_with_resume(world: Path, tmp_path: Path, run_script) -> None:
     args = small(world, tmp_path, "iterations=4", "name=cli")[1:]  # data via --data
-    done = subprocess.run(
-        [sys.executable, script, "--config", str(CONFIG), "--data", str(world), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = run_script(train_speaker.main, "--config", CONFIG, "--data", world, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "cli"
     assert "trained 4 iterations" in done.stdout and "best speaker" in done.stdout
-    again = subprocess.run(
-        [sys.executable, script, "--resume", str(run), "iterations=6"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    again = run_script(train_speaker.main, "--resume", run, "iterations=6")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed" in again.stdout and "at iteration 4" in again.stdout
     assert "trained 6 iterations" in again.stdout
@@ -151,18 +136,31 @@ def test_train_script_with_resume(world: Path, tmp_path: Path) -> None:
     scalars = set(acc.Tags()["scalars"])
     for split in ("val_seen", "val_unseen"):
         for n in range(1, 5):
-            assert f"bleu/{split}/bleu{n}" in scalars
-    assert "loss/train" in scalars
+            assert f"eval/{split}/bleu{n}" in scalars
+    assert {"train/loss", "perf/iterations_per_second", "eval/val_unseen/best_bleu4"} <= scalars
+    assert all(tag.split("/")[0] in SECTIONS for tag in scalars)  # the one tag scheme
     texts = set(acc.Tags()["tensors"])
-    assert {"samples/val_seen/text_summary", "samples/val_unseen/text_summary"} <= texts
-    sample = acc.Tensors("samples/val_unseen/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert {"eval/val_seen/samples/text_summary", "eval/val_unseen/samples/text_summary"} <= texts
+    sample = acc.Tensors("eval/val_unseen/samples/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "**path" in sample and "*speaker:*" in sample and "*reference 0:*" in sample
     # Starting a new run over an existing one is refused (it would mix two runs).
-    clash = subprocess.run(
-        [sys.executable, script, "--config", str(CONFIG), "--data", str(world), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    clash = run_script(train_speaker.main, "--config", CONFIG, "--data", world, *args)
     assert clash.returncode == 2 and "--resume" in clash.stderr
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    world = fixture("random_feature_world")
+    return [
+        "--config",
+        CONFIG,
+        "--data",
+        world,
+        *small(world, work, "iterations=1", "eval_every=1", "name=smoke"),
+    ]
+
+
+@pytest.mark.script_run("train_speaker.py", _smoke_args)
+def test_train_script_smoke(script_run) -> None:
+    """The one command-line run of ``scripts/train_speaker.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr[-3000:]
+    assert "trained 1 iterations" in script_run.stdout and (script_run.work / "smoke" / "best.pt").is_file()

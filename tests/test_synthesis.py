@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import synthesize as synthesize_script
 import torch
 
 from lodestar.agents.vln.trajectories import PathFeaturizer
@@ -19,29 +17,29 @@ from lodestar.envs.nav.world.episodes import PathConfig
 from lodestar.pretrain.path_sampling import available_paths, check_path_rules, plan_paths, used_pairs
 from lodestar.pretrain.synthesis import SynthesisConfig, store_files, synthesize, work_dir
 from lodestar.replay.trajectory import TrajectoryStore
-from tests.speaker_fixtures import FEATURES, add_random_features, copy_world, make_world, tiny_bundle
+from tests.speaker_fixtures import FEATURES, add_random_features, copy_world, tiny_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 HUMAN_SPLITS = ("train", "val_seen", "val_unseen", "test")
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny world and an untrained tiny speaker saved next to it (never modified by tests)."""
-    base = tmp_path_factory.mktemp("synthesis")
-    world = make_world(base / "world")
-    tiny_bundle(world, seed=1).save(base / "speaker.pt")
-    return base
+def pristine(random_feature_world: Path) -> Path:
+    """The session's tiny world with random features (shared: tests write into copies of it)."""
+    return random_feature_world
 
 
 @pytest.fixture
 def world(pristine: Path, tmp_path: Path) -> Path:
-    return copy_world(pristine / "world", tmp_path / "world")
+    return copy_world(pristine, tmp_path / "world")
 
 
-@pytest.fixture
-def speaker(pristine: Path) -> Path:
-    return pristine / "speaker.pt"
+@pytest.fixture(scope="module")
+def speaker(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny speaker for the world."""
+    path = tmp_path_factory.mktemp("synthesis") / "speaker.pt"
+    tiny_bundle(pristine, seed=1).save(path)
+    return path
 
 
 def config(**overrides) -> SynthesisConfig:
@@ -159,10 +157,10 @@ def test_interrupted_synthesis_resumes_without_duplicates_or_gaps(
     pristine: Path, tmp_path: Path, speaker: Path, decoding: str
 ) -> None:
     options = config(decoding=decoding, paths=70, chunk_size=16)
-    straight = copy_world(pristine / "world", tmp_path / "straight")
+    straight = copy_world(pristine, tmp_path / "straight")
     synthesize(straight, speaker, options, show_progress=False)
 
-    resumed = copy_world(pristine / "world", tmp_path / "resumed")
+    resumed = copy_world(pristine, tmp_path / "resumed")
     partial = synthesize(resumed, speaker, options, show_progress=False, max_chunks=2)
     assert not partial.complete and partial.chunks_done == 2 and partial.chunks_total == 5
     assert not (resumed / "R2R_synthetic.json").exists()
@@ -251,31 +249,29 @@ def test_new_houses_need_a_generated_world(world: Path, speaker: Path) -> None:
         synthesize(world, speaker, config(new_houses=1), show_progress=False)
 
 
-def test_synthesize_script(world: Path, speaker: Path) -> None:
-    env = {**os.environ, "LODESTAR_NO_PROGRESS": "1"}
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "synthesize.py"),
-        "--config",
-        str(ROOT / "configs" / "vln_synthesize.yaml"),
-        "--data",
-        str(world),
-        "--speaker",
-        str(speaker),
-        "--paths",
-        "30",
-        "--decoding",
-        "sample",
-        "--decodes-per-path",
-        "3",
-        "--split-name",
-        "syn_cli",
-        "max_len=10",
-        "device=cpu",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+def test_synthesize_script(world: Path, speaker: Path, run_script) -> None:
+    args = [
+        "--config", ROOT / "configs" / "vln_synthesize.yaml", "--data", world, "--speaker", speaker,
+        "--paths", "30", "--decoding", "sample", "--decodes-per-path", "3", "--split-name", "syn_cli",
+        "max_len=10", "device=cpu",
+    ]  # fmt: skip
+    done = run_script(synthesize_script.main, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "synthesized 30 paths x 3 instructions" in done.stdout
     assert len(NavDataset(world).episodes("syn_cli")) == 30
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run_script(synthesize_script.main, *args)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def _smoke_args(fixture, work: Path) -> list[object]:
+    world = copy_world(fixture("random_feature_world"), work / "world")
+    tiny_bundle(world, seed=1).save(work / "speaker.pt")
+    return ["--data", world, "--speaker", work / "speaker.pt", "--paths", "4", "max_len=5", "device=cpu"]
+
+
+@pytest.mark.script_run("synthesize.py", _smoke_args)
+def test_synthesize_script_smoke(script_run) -> None:
+    """The one command-line run of ``scripts/synthesize.py`` (in the background: tests/script_runs.py)."""
+    assert script_run.returncode == 0, script_run.stderr[-3000:]
+    assert "synthesized 4 paths x 1 instructions" in script_run.stdout
+    assert len(NavDataset(script_run.work / "world").episodes("synthetic")) == 4

@@ -93,7 +93,7 @@ def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
 
 def test_a_named_synthetic_split_feeds_augmentation_and_pretraining(tmp_path):
     from benchmarks.vln_ablation import finetune_overrides, make_plan, pretrain_config
-    from lodestar.agents.vln.finetune import FinetuneConfig
+    from lodestar.agents.vln.finetune_config import FinetuneConfig
     from lodestar.runtime.config import load_config
 
     plan = make_plan(False, {"data": str(tmp_path), "synth.split_name": "synthetic_sample"})

@@ -20,6 +20,7 @@ import torch
 from lodestar.agents.rollout import Transition
 from lodestar.agents.vln.observations import StepInputs, step_inputs
 from lodestar.agents.vln.trajectories import PathBatch, PathFeaturizer
+from lodestar.envs.base import dict_observation
 from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.replay.trajectory import TrajectoryBatch, TrajectoryStore
 
@@ -65,7 +66,7 @@ class DaggerWriter:
         rows = torch.arange(self.env.num_envs, device=self.length.device)
         column = self.length.clamp(max=self.executed.shape[1] - 1)
         self.executed[rows, column] = t.action
-        self.labels[rows, column] = t.obs["teacher_action"]
+        self.labels[rows, column] = dict_observation(t.obs)["teacher_action"]
         self.length += 1
         done = t.done & self.rows
         if bool(done.any()):
@@ -87,7 +88,8 @@ class DaggerWriter:
             slot = action.clamp(max=k - 1)
             vps[:, step] = torch.where(move, w.neighbours[prev, slot], prev)
             headings[:, step] = torch.where(move, w.edge_heading[prev, slot], headings[:, step - 1])
-        tokens, token_mask = t.obs["instr_ids"][rows], t.obs["instr_mask"][rows]
+        obs = dict_observation(t.obs)
+        tokens, token_mask = obs["instr_ids"][rows], obs["instr_mask"][rows]
         self.store.extend_padded(
             tokens,
             token_mask.sum(1),

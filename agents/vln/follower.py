@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lodestar.envs.base import Observation, dict_observation
 from lodestar.envs.nav.data.tokenizer import Vocab
 from lodestar.runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
 
@@ -284,7 +285,8 @@ class Follower(nn.Module):
         pads the token dimension (to stack with other episodes' memory).
         """
         text = self.encode_text(tokens, mask)
-        kv = torch.cat([layer.context(text.feats) for layer in self.layers], dim=1)
+        # self.layers holds CrossModalLayer modules only (see __init__); ModuleList yields plain Modules.
+        kv = torch.cat([cast(CrossModalLayer, layer).context(text.feats) for layer in self.layers], dim=1)
         token_mask = text.mask
         if length is not None and length > kv.shape[3]:
             kv = F.pad(kv, (0, 0, 0, length - kv.shape[3]))
@@ -465,7 +467,8 @@ class FollowerPolicy:
     def on_episode_end(self, done: torch.Tensor) -> None:
         self.fresh |= done.to(self.fresh.device)
 
-    def __call__(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = dict_observation(obs)
         with torch.no_grad():
             out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh)
         self.fresh = torch.zeros_like(self.fresh)

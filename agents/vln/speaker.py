@@ -103,6 +103,8 @@ class SoftDotAttention(nn.Module):
 class Speaker(nn.Module):
     """Trajectory -> instruction model (see the module docstring)."""
 
+    banned: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, vocab: Vocab, visual_dim: int, angle_dim: int, config: SpeakerConfig) -> None:
         super().__init__()
         self.config = config

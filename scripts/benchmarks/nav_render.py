@@ -34,7 +34,7 @@ from lodestar.envs.nav.perception.features import FeatureConfig, build_features
 from lodestar.envs.nav.perception.render import VIEW_ELEVATIONS, VIEW_HEADINGS, CameraConfig, Renderer
 from lodestar.envs.nav.perception.view_encoder import EncoderConfig
 from lodestar.envs.nav.world.build import build_world, load_house, make_config
-from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.bench import Figure, report, timed_rate
 from lodestar.runtime.device import resolve_device
 
 DEFAULT_DATA = Path("data/nav/benchmark")
@@ -81,17 +81,7 @@ def _throughput(world: Path, count: int, image_size: int, device: torch.device) 
                 )
 
     views = len(positions) * len(VIEW_HEADINGS)
-    return _rate(batched, views, device), _rate(one_at_a_time, views, device), views
-
-
-def _rate(fn: Any, count: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return count / (time.perf_counter() - start)
+    return timed_rate(batched, views, device), timed_rate(one_at_a_time, views, device), views
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from lodestar.replay import ReplayBuffer
-from lodestar.runtime.bench import Figure, report
+from lodestar.runtime.bench import Figure, report, timed_seconds
 from lodestar.runtime.device import resolve_device
 
 FRAME = (84, 84)
@@ -176,13 +175,7 @@ def median_ms(fn: Callable[[], None], iterations: int, device: torch.device) -> 
         fn()
     times = []
     for _ in range(iterations):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(timed_seconds(fn, device))
     return statistics.median(times) * 1e3
 
 

@@ -59,14 +59,23 @@ from lodestar.runtime.device import resolve_device
 from lodestar.runtime.progress import progress
 
 ENCODER_FILE = "encoder.pt"
-FEATURE_KINDS = ("cnn", "oracle")
+FeatureKind = Literal["cnn", "oracle"]
+FEATURE_KINDS: tuple[FeatureKind, ...] = ("cnn", "oracle")
+
+
+def feature_kind(name: str) -> FeatureKind:
+    """``name`` as a feature kind; ValueError unless it is one of :data:`FEATURE_KINDS`."""
+    for kind in FEATURE_KINDS:
+        if name == kind:
+            return kind
+    raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got {name!r}")
 
 
 @dataclass
 class FeatureConfig:
     """What to render and how to turn views into features."""
 
-    kind: Literal["cnn", "oracle"] = "cnn"
+    kind: FeatureKind = "cnn"
     image_size: int = 64
     max_depth: float = 10.0
     azimuth_bins: int = 1024
@@ -74,8 +83,7 @@ class FeatureConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def __post_init__(self) -> None:
-        if self.kind not in FEATURE_KINDS:
-            raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        feature_kind(self.kind)
         if self.batch_viewpoints < 1:
             raise ValueError(f"batch_viewpoints must be >= 1, got {self.batch_viewpoints}")
 
@@ -293,7 +301,9 @@ def build_features(
     final = feature_file(data_dir, name)
     work = final if final.is_file() else final.with_name(final.name + ".partial")
     if config is None:
-        config = _stored_config(work) or FeatureConfig(kind=name if name in FEATURE_KINDS else "cnn")
+        config = _stored_config(work) or FeatureConfig(
+            kind=feature_kind(name) if name in FEATURE_KINDS else "cnn"
+        )
     started = time.perf_counter()
     dataset = NavDataset(data_dir)
     scans = dataset.scans
@@ -302,7 +312,8 @@ def build_features(
     out_dir = Path(data_dir) / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    encoder, report = None, {}
+    encoder: ViewEncoder | None = None
+    report: dict[str, Any] = {}
     if config.kind == "cnn":
         encoder, report = obtain_encoder(
             dataset, houses, renderer, config, out_dir / ENCODER_FILE, show_progress
@@ -380,7 +391,9 @@ def _stored_config(path: Path) -> FeatureConfig | None:
     if len(attrs) < 3:
         return None
     return FeatureConfig(
-        kind=str(attrs["kind"]), image_size=int(attrs["image_size"]), max_depth=float(attrs["max_depth"])
+        kind=feature_kind(str(attrs["kind"])),
+        image_size=int(attrs["image_size"]),
+        max_depth=float(attrs["max_depth"]),
     )
 
 
@@ -433,9 +446,9 @@ def _write_scan(
             feats = encoder.encode(out.rgb.reshape(-1, *out.rgb.shape[2:])).reshape(
                 stop - start, NUM_VIEWS, -1
             )
-        feats = feats.cpu().numpy().astype(np.float16)
+        stored = feats.cpu().numpy().astype(np.float16)
         timings["render_seconds"] += rendered - began
         timings["encode_seconds"] += time.perf_counter() - rendered
         for k, vp in enumerate(viewpoints[start:stop]):
-            handle.create_dataset(feature_key(scan, vp), data=feats[k])
+            handle.create_dataset(feature_key(scan, vp), data=stored[k])
         bar.update(stop - start)

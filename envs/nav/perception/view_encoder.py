@@ -216,7 +216,8 @@ def train_view_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         encoder = ViewEncoder(config.feature_dim, config.channels)
-    encoder = encoder.to(device).to(memory_format=torch.channels_last)
+    # Module.to takes memory_format at runtime; torch's overloads of it leave the keyword out.
+    encoder = encoder.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -284,4 +285,6 @@ def load_encoder(path: str | Path, device: torch.device) -> tuple[ViewEncoder, d
         encoder.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a view encoder checkpoint ({exc})") from None
-    return encoder.to(device).to(memory_format=torch.channels_last).eval(), state
+    # Module.to takes memory_format at runtime; torch's overloads of it leave the keyword out.
+    encoder = encoder.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return encoder.eval(), state

@@ -289,9 +289,10 @@ class NavVecEnv(VecEnv):
             spaces["cand_view"] = gym.spaces.Box(-1, rows - 1, (k + 1,), np.int64)
             spaces["cand_angles"] = gym.spaces.Box(-1.0, 1.0, (k + 1, a), np.float32)
         spaces.update(
-            cand_mask=gym.spaces.Box(0, 1, (k + 1,), np.bool_),
+            # gymnasium's Box takes bool dtypes at runtime; its annotations list only float/int ones.
+            cand_mask=gym.spaces.Box(0, 1, (k + 1,), np.bool_),  # type: ignore[arg-type]
             instr_ids=gym.spaces.Box(0, len(self.vocab) - 1, (max_instruction_len,), np.int64),
-            instr_mask=gym.spaces.Box(0, 1, (max_instruction_len,), np.bool_),
+            instr_mask=gym.spaces.Box(0, 1, (max_instruction_len,), np.bool_),  # type: ignore[arg-type]
             teacher_action=gym.spaces.Box(0, k, (), np.int64),
             distance=gym.spaces.Box(0.0, np.inf, (), np.float32),
             step=gym.spaces.Box(0, self.max_steps, (), np.int64),

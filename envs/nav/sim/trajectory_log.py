@@ -58,6 +58,7 @@ class TrajectoryLog:
         ``clear`` forgets them afterwards."""
         for kind, first, second in self._log:
             if kind == "start":
+                assert second is not None  # "start" entries hold the instructions (see started)
                 for row, instruction in zip(first.tolist(), second.tolist(), strict=True):
                     self._open[row] = (instruction, [self._start[instruction]])
             elif kind == "step":

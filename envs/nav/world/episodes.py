@@ -17,7 +17,6 @@ from lodestar.envs.nav.data.graph import NavGraph
 from lodestar.envs.nav.data.r2r import Episode
 
 SPLITS: tuple[str, ...] = ("train", "val_seen", "val_unseen", "test")
-SEEN_SPLITS = ("train", "val_seen")
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def make_episode(
     start: int,
     goal: int,
     heading: float,
-    path_id: int = -1,
+    path_id: int | str = -1,
     instructions: Sequence[str] = (),
 ) -> Episode:
     """The episode walking the shortest path from ``start`` to ``goal`` with a given start heading."""

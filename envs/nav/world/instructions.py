@@ -143,7 +143,8 @@ def describe_path(
         pair = house.doors[start.door].rooms
         current = pair[1] if first and first[0] == pair[0] else pair[0]
     start_room = current
-    steps, used = [], set()
+    steps = []
+    used: set[int] = set()
     prev_heading = heading
     for k in range(len(path) - 1):
         p, q = xy[k], xy[k + 1]

@@ -11,6 +11,7 @@ connected. Ids are 32-character hex strings drawn from the generator, like Matte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -184,7 +185,8 @@ def segments_clear(
     direction = walls[:, 2:] - walls[:, :2]
     unit = direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
     a, b = walls[:, :2] - clearance * unit, walls[:, 2:] + clearance * unit
-    hit = segments_intersect(p, q, a, b).any(axis=1)
+    # numpy types a reduction over one axis as possibly a scalar; of an [E, W] mask it is an [E] array.
+    hit = cast(np.ndarray, segments_intersect(p, q, a, b).any(axis=1))
     if len(blockers):
         hit |= segments_hit_boxes(p, q, blockers, clearance).any(axis=1)
     return ~hit
@@ -245,12 +247,14 @@ def _in_boxes(points: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarra
     if len(boxes) == 0:
         return np.zeros(len(points), dtype=bool)
     x, y = points[:, None, 0], points[:, None, 1]
-    return (
+    inside = (
         (x >= boxes[None, :, 0] - margin)
         & (x <= boxes[None, :, 2] + margin)
         & (y >= boxes[None, :, 1] - margin)
         & (y <= boxes[None, :, 3] + margin)
-    ).any(axis=1)
+    )
+    # numpy types a reduction over one axis as possibly a scalar; of an [P, B] mask it is a [P] array.
+    return cast(np.ndarray, inside.any(axis=1))
 
 
 def _components(n: int, edges: set[tuple[int, int]]) -> np.ndarray:
