@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -215,10 +216,20 @@ def test_no_library_module_is_over_the_size_limit() -> None:
 def test_the_wheel_installs_only_the_lodestar_namespace_and_works_outside_the_repository(
     tmp_path: Path,
 ) -> None:
-    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    wheels, target, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # The files git would commit (tracked, or new and not ignored), copied: a stale build/ folder of the
+    # working tree cannot leak into the wheel, and a source file that .gitignore hides is missed here too.
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)], check=True
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True
     )
     (wheel,) = wheels.glob("lodestar-*.whl")
     with zipfile.ZipFile(wheel) as archive:
