@@ -313,6 +313,7 @@ class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes the checkpoint (with every rank's RNG state); returns its path there."""
+        self.check_state_finite({"model": self.model.state_dict()})  # on every process: all stop together
         states = self.dist.gather(rng_state())
         path = None
         if self.dist.is_main:
@@ -325,7 +326,7 @@ class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
                 "last_metrics": dict(self.last_metrics),
                 "follower": self.bundle().state(),
             }
-            path = self.checkpoints.save(state, self.iteration, to_dict(self.config))
+            path = self.write_checkpoint(state)
         self.dist.barrier()
         return path
 

@@ -4,13 +4,21 @@ A checkpoint is a dict saved with ``torch.save``: ``{"format": 1, "step": int, "
 plus whatever the agent puts in (models, target nets, optimizers, counters, RNG states). Writes go
 to a temporary file in the same directory that is fsynced and then renamed over the target, so a
 crash or a full disk while writing never damages the previous checkpoint.
+
+Large state that belongs to a checkpoint but is better kept in a file of its own (the replay buffer)
+is a *companion*: ``<name>_<step>.pt``, written before ``ckpt_<step>.pt`` and pruned with it. The
+checkpoint names its companions, and a companion records its step, so a crash at any instant leaves
+the newest complete pair loadable and a mismatched pair is refused. :meth:`CheckpointManager.clean`
+removes what a killed write left behind: temporary files and companions without their checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +26,24 @@ import torch
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+_COMPANION = re.compile(r"^([a-z][a-z0-9_]*)_(\d{12})\.pt$")
+_TEMPORARY = re.compile(r"^\..+\.tmp$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the run loading it."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (disk full, I/O error); what was on disk before is untouched."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temp file + fsync + rename."""
+    """``torch.save`` to ``path`` through a temp file + fsync + rename.
+
+    A failed write removes its temporary file; an operating-system error (a full disk, an I/O error)
+    becomes one :class:`CheckpointWriteError` naming the file, however deep torch wrapped it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,9 +53,42 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        raise
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        if cause.errno == errno.ENOSPC:
+            raise CheckpointWriteError(f"no space left on device while writing {path}") from exc
+        raise CheckpointWriteError(f"I/O error while writing {path}: {cause.strerror or cause}") from exc
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc`` (torch's writer reports one as a chained RuntimeError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted names of the floating-point tensors in ``state`` holding NaN or infinity.
+
+    Plain floats are not checked: ``-inf`` is a legitimate "no best score yet".
+    """
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state).all()):
+            yield prefix or "<state>"
+    elif isinstance(state, Mapping):
+        for key, value in state.items():
+            yield from non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from non_finite_entries(value, f"{prefix}[{index}]")
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -71,13 +122,86 @@ class CheckpointManager:
         existing = self.checkpoints()
         return existing[-1] if existing else None
 
-    def save(self, state: dict[str, Any], step: int, config: dict[str, Any]) -> Path:
-        """Write a checkpoint for ``step`` atomically, then prune old ones."""
+    def save(
+        self,
+        state: dict[str, Any],
+        step: int,
+        config: dict[str, Any],
+        companions: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write ``companions`` (name -> state) and then the checkpoint for ``step``; prune old pairs.
+
+        A failed write raises :class:`CheckpointWriteError` saying which checkpoint is still intact.
+        """
         path = self.directory / f"ckpt_{step:012d}.pt"
-        atomic_save({"format": FORMAT_VERSION, "step": step, "config": config, **state}, path)
+        names: dict[str, str] = {}
+        try:
+            for name, payload in (companions or {}).items():
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name == "ckpt":
+                    raise ValueError(f"companion name {name!r} must be lowercase letters, digits and _")
+                file = self.directory / f"{name}_{step:012d}.pt"
+                atomic_save(
+                    {"format": FORMAT_VERSION, "step": step, "companion": name, "payload": payload}, file
+                )
+                names[name] = file.name
+            atomic_save(
+                {"format": FORMAT_VERSION, "step": step, "config": config, "companions": names, **state}, path
+            )
+        except CheckpointWriteError as exc:
+            for name in names.values():
+                (self.directory / name).unlink(missing_ok=True)
+            intact = self.latest()
+            kept = f"the previous checkpoint {intact} is intact" if intact else "no earlier checkpoint exists"
+            raise CheckpointWriteError(f"{exc}; {kept}") from exc
         for old in self.checkpoints()[: -self.keep_last]:
-            old.unlink(missing_ok=True)
+            self._remove(old)
         return path
+
+    def _remove(self, checkpoint: Path) -> None:
+        step = _NAME.match(checkpoint.name)
+        checkpoint.unlink(missing_ok=True)
+        if step is not None:
+            for companion in self.directory.glob(f"*_{int(step.group(1)):012d}.pt"):
+                if _COMPANION.match(companion.name) and not _NAME.match(companion.name):
+                    companion.unlink(missing_ok=True)
+
+    def clean(self) -> list[Path]:
+        """Remove what killed writes left: temporary files and companions whose checkpoint is missing.
+
+        Only the run's one writer may call it (see :mod:`lodestar.runtime.run_lock`). Returns what it removed.
+        """
+        if not self.directory.is_dir():
+            return []
+        steps = {int(m.group(1)) for p in self.directory.iterdir() if (m := _NAME.match(p.name))}
+        removed = []
+        for path in sorted(self.directory.iterdir()):
+            companion = _COMPANION.match(path.name)
+            orphan = (
+                companion is not None and not _NAME.match(path.name) and int(companion.group(2)) not in steps
+            )
+            if _TEMPORARY.match(path.name) or orphan:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
+    def load_companion(
+        self, state: dict[str, Any], name: str, source: str | Path, map_location: str | torch.device = "cpu"
+    ) -> Any:
+        """The companion ``name`` saved with the checkpoint ``state`` (loaded from ``source``), verified
+        to belong to that checkpoint's step."""
+        names = state.get("companions") or {}
+        if name not in names:
+            raise CheckpointError(f"checkpoint {str(source)!r} has no {name} saved with it")
+        file = Path(source).parent / names[name]
+        data = load_file(file, map_location)
+        if not isinstance(data, dict) or data.get("companion") != name:
+            raise CheckpointError(f"{str(file)!r} is not the {name} of a Lodestar checkpoint")
+        if data.get("step") != state.get("step"):
+            raise CheckpointError(
+                f"{str(file)!r} holds the {name} of step {data.get('step')}, but checkpoint {str(source)!r} "
+                f"is at step {state.get('step')}: the pair does not match"
+            )
+        return data["payload"]
 
     def load(
         self, path: str | Path | None = None, map_location: str | torch.device = "cpu"

@@ -17,12 +17,14 @@ from typing import Generic, Protocol, TypeVar
 
 from lodestar.runtime.checkpoint import CheckpointError
 from lodestar.runtime.config import ConfigError, describe_config, load_config
+from lodestar.runtime.run_lock import RunLockedError
 from lodestar.runtime.training import TrainingDiverged
 
 # Errors that mean "the user's input is wrong": printed as one clear line, not a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     CheckpointError,
+    RunLockedError,
     FileNotFoundError,
     FileExistsError,
     KeyError,
@@ -41,7 +43,7 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         code = 2
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = DIVERGED_EXIT_CODE
     sys.exit(code)
@@ -68,6 +70,7 @@ class TrainingRun(Generic[C]):
     config: C
     run_dir: Path
     resume: bool
+    checkpoint: Path | None = None  # with ``resume``: this checkpoint instead of the newest that loads
 
 
 def config_epilog(schema: type, example_config: str) -> str:
@@ -92,7 +95,12 @@ def training_parser(
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help=f"YAML config (e.g. {example_config})")
-    source.add_argument("--resume", type=Path, help="run directory to continue from its newest checkpoint")
+    source.add_argument(
+        "--resume", type=Path, help="run directory to continue from its newest checkpoint that loads"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="with --resume: continue from this checkpoint file of the run instead"
+    )
     if data:
         parser.add_argument("--data", type=Path, help="navigation dataset directory (sets data_dir)")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (dotted keys)")
@@ -117,7 +125,10 @@ def resolve_run(
     if getattr(args, "data", None) is not None:
         overrides.append(f"data_dir={args.data}")
     if args.resume is not None:
-        return TrainingRun(load_config(schema, args.resume / "config.yaml", overrides), args.resume, True)
+        config = load_config(schema, args.resume / "config.yaml", overrides)
+        return TrainingRun(config, args.resume, True, args.checkpoint)
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint picks the checkpoint to resume from: use it with --resume <run dir>")
     config = load_config(schema, args.config, overrides)
     if config.name is None:
         if distributed:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -34,11 +35,17 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from lodestar.runtime.checkpoint import CheckpointManager, check_config_matches
+from lodestar.runtime.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_config_matches,
+    non_finite_entries,
+)
 from lodestar.runtime.config import save_config, to_dict, to_yaml
 from lodestar.runtime.device import resolve_device
 from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.progress import progress
+from lodestar.runtime.run_lock import RunLock
 from lodestar.runtime.seeding import seed_everything
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -180,6 +187,7 @@ class Trainer(ABC, Generic[C, R]):
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", config.keep_checkpoints)
+        self.run_lock = RunLock(self.run_dir)
         self.stop_requested = False
         # Progress at the last evaluation: the run's end does not evaluate the same model twice.
         self.evaluated_at: int | None = None
@@ -246,6 +254,7 @@ class Trainer(ABC, Generic[C, R]):
     def train(self) -> R:
         """Train up to the schedule's total or a stop signal, then evaluate, checkpoint and report."""
         schedule = self.schedule()
+        locked_here = self.hold_run_directory()
         logger = self._open_logger() if self.is_main else None
         try:
             bar = (
@@ -268,9 +277,15 @@ class Trainer(ABC, Generic[C, R]):
             path = self.save_checkpoint()
             if self.stop_requested and self.is_main:
                 print(f"interrupted at {self.progress_text()}; checkpoint written to {path}", flush=True)
+        except FloatingPointError as exc:
+            # A model that reports non-finite outputs (e.g. the follower's logits) diverged: the same
+            # stop as a non-finite loss.
+            raise TrainingDiverged(f"{exc} at {self.progress_text()}; {self.what_is_kept()}") from exc
         finally:
             if logger is not None:
                 logger.close()
+            if locked_here:
+                self.run_lock.release()
         return self.make_result(loop)
 
     def _loop(self, schedule: Schedule, logger: RunLogger | None, bar: tqdm | None) -> Span:
@@ -323,10 +338,74 @@ class Trainer(ABC, Generic[C, R]):
         disk is the last good one.
         """
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{what} became {value} at {self.progress_text()}; stopped without saving: "
-                f"the last good checkpoint in {self.checkpoints.directory} is kept"
+            raise TrainingDiverged(f"{what} became {value} at {self.progress_text()}; {self.what_is_kept()}")
+
+    def hold_run_directory(self) -> bool:
+        """Lock the run directory for this process (process 0 under ``torchrun``) and remove what killed
+        writes left in it; whether this call took the lock (a caller that did releases it)."""
+        if not self.is_main or self.run_lock.held:
+            return False
+        self.run_lock.acquire()
+        for path in self.checkpoints.clean():
+            print(
+                f"removed {path.name}, left by an interrupted checkpoint write", file=sys.stderr, flush=True
             )
+        return True
+
+    def what_is_kept(self) -> str:
+        """How a run that stops now leaves its checkpoints, said truthfully."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return f"stopped without saving; no checkpoint was written to {self.checkpoints.directory}"
+        return f"stopped without saving; the last good checkpoint {latest} is kept"
+
+    def write_checkpoint(self, state: dict[str, Any], companions: Mapping[str, Any] | None = None) -> Path:
+        """Save ``state`` (and its ``companions``) as the checkpoint at :attr:`progress`.
+
+        A state with non-finite tensors (diverged weights) is never written: the run stops with
+        :class:`TrainingDiverged`, keeping the last good checkpoint.
+        """
+        self.check_state_finite(state)
+        return self.checkpoints.save(state, self.progress, to_dict(self.config), companions)
+
+    def check_state_finite(self, state: Mapping[str, Any]) -> None:
+        """Raise :class:`TrainingDiverged` if a tensor of ``state`` holds NaN or infinity.
+
+        Data-parallel trainers call it on every process before gathering what process 0 saves, so
+        that all of them stop together.
+        """
+        bad = list(non_finite_entries(state))
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise TrainingDiverged(
+                f"non-finite values in {bad[0]}{more} at {self.progress_text()}; {self.what_is_kept()}"
+            )
+
+    def resume(self, checkpoint: str | Path | None = None) -> None:
+        """Continue from ``checkpoint``, or from the newest checkpoint that loads.
+
+        A checkpoint that fails to load (truncated, corrupt, its companion missing or mismatched) is
+        skipped with a message saying why, and the next older one is tried.
+        """
+        if checkpoint is not None:
+            self.restore(checkpoint)
+            return
+        candidates = self.checkpoints.checkpoints()[::-1]
+        if not candidates:
+            raise CheckpointError(f"no checkpoint found in {str(self.checkpoints.directory)!r}")
+        reasons = []
+        for path in candidates:
+            try:
+                self.restore(path)
+            except CheckpointError as exc:
+                reasons.append(f"skipped {path.name}: {exc}")
+                if self.is_main:
+                    print(reasons[-1], file=sys.stderr, flush=True)
+                continue
+            return
+        raise CheckpointError(
+            f"no checkpoint in {self.checkpoints.directory} loads:\n  " + "\n  ".join(reasons)
+        )
 
     def load_checkpoint(
         self,
@@ -372,13 +451,19 @@ class IterationTrainer(Trainer[RC, RR]):
         return f"iteration {self.iteration}"
 
 
-def train_run(trainer: Trainer[Any, R], resume: bool) -> R:
-    """Train ``trainer`` to the end (after restoring its newest checkpoint when ``resume``), then close it."""
+def train_run(trainer: Trainer[Any, R], resume: bool, checkpoint: str | Path | None = None) -> R:
+    """Train ``trainer`` to the end, then close it.
+
+    With ``resume`` it first continues from ``checkpoint``, or the newest checkpoint that loads; the
+    run directory is locked (:class:`~lodestar.runtime.run_lock.RunLock`) before anything is read.
+    """
     try:
+        trainer.hold_run_directory()
         if resume:
-            trainer.restore()
+            trainer.resume(checkpoint)
             if trainer.is_main:
                 print(f"resumed {trainer.run_dir} at {trainer.progress_text()}", flush=True)
         return trainer.train()
     finally:
+        trainer.run_lock.release()
         trainer.close()

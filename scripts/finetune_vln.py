@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     run = resolve_run(FinetuneConfig, args, _name_prefix, distributed=Distributed.from_env().enabled)
     config, run_dir = run.config, run.run_dir
     trainer = FinetuneTrainer(config, run_dir)
-    result = train_run(trainer, run.resume)
+    result = train_run(trainer, run.resume, run.checkpoint)
     if not trainer.is_main:
         return 130 if result.interrupted else 0
     print(

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     run = resolve_run(PretrainConfig, args, "pretrain", distributed=Distributed.from_env().enabled)
     run_dir = run.run_dir
     trainer = PretrainTrainer(run.config, run_dir)
-    result = train_run(trainer, run.resume)
+    result = train_run(trainer, run.resume, run.checkpoint)
     if trainer.is_main:
         print(
             f"pretrained {result.iterations} iterations on {trainer.dist.world_size} process(es), "

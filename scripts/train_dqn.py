@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run = resolve_run(DQNConfig, args, lambda config: f"{config.env.game}-dqn")
     run_dir = run.run_dir
     try:
-        result = train_run(DQNTrainer(run.config, run_dir), run.resume)
+        result = train_run(DQNTrainer(run.config, run_dir), run.resume, run.checkpoint)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return DIVERGED_EXIT_CODE

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     run = resolve_run(SpeakerTrainConfig, args, "speaker")
     config, run_dir = run.config, run.run_dir
-    result = train_run(SpeakerTrainer(config, run_dir), run.resume)
+    result = train_run(SpeakerTrainer(config, run_dir), run.resume, run.checkpoint)
     print(f"trained {result.iterations} iterations; run directory: {run_dir}")
     scores = ", ".join(
         f"{k} {v:.4f}" for k, v in result.last_scores.items() if k.endswith(("bleu1", "bleu4"))

@@ -180,7 +180,9 @@ def test_a_run_writes_its_directory_and_checkpoints_on_the_shared_schedule(share
     # Env steps go 2 at a time: periodic checkpoints at 60, the final one at 100.
     names = [path.name for path in CheckpointManager(run / "checkpoints").checkpoints()]
     assert names == ["ckpt_000000000060.pt", "ckpt_000000000100.pt"]
-    assert (run / "checkpoints" / "replay.pt").is_file()
+    # Each checkpoint has the replay buffer of its own step beside it, pruned with it.
+    replays = sorted(path.name for path in (run / "checkpoints").glob("replay_*.pt"))
+    assert replays == ["replay_000000000060.pt", "replay_000000000100.pt"]
     final = load_file(run / "checkpoints" / "ckpt_000000000100.pt")
     # One byte per env step: 50 loop iterations of 2 envs, every action legal in Pong's minimal set.
     assert final["actions"].dtype == torch.uint8 and final["actions"].shape == (50, 2)

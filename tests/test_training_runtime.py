@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig
-from lodestar.runtime.checkpoint import CheckpointManager
+from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
 from lodestar.runtime.cli import resolve_run, run_main, training_parser
-from lodestar.runtime.config import save_config, to_dict
+from lodestar.runtime.config import save_config
 from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.run_lock import RunLockedError
 from lodestar.runtime.training import (
     IterationTrainer,
     MetricWindow,
@@ -153,9 +157,13 @@ class ToyTrainer(IterationTrainer[SpeakerTrainConfig, ToyResult]):
         self.increment = increment
         self.calls: list[tuple[str, int]] = []
         self.logged: list[Span] = []
+        self.weights = torch.zeros(3)
+        self.fail_at: int | None = None  # the "model" raises FloatingPointError at this iteration
 
     def train_step(self) -> dict[str, float]:
         self.iteration += self.increment
+        if self.iteration == self.fail_at:
+            raise FloatingPointError("the toy model produced non-finite outputs")
         if self.signal_at is not None and self.iteration == self.signal_at[0]:
             os.kill(os.getpid(), self.signal_at[1])
         return {"loss": float(self.iteration)}
@@ -169,11 +177,12 @@ class ToyTrainer(IterationTrainer[SpeakerTrainConfig, ToyResult]):
 
     def save_checkpoint(self) -> Path:
         self.calls.append(("checkpoint", self.iteration))
-        return self.checkpoints.save({"iteration": self.iteration}, self.iteration, to_dict(self.config))
+        return self.write_checkpoint({"iteration": self.iteration, "weights": self.weights.clone()})
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         state, _ = self.load_checkpoint(checkpoint, ["data.features"])
         self.iteration = state["iteration"]
+        self.weights = state["weights"]
 
     def make_result(self, loop: Span) -> ToyResult:
         return ToyResult(
@@ -273,8 +282,78 @@ def test_set_up_refuses_a_missing_dataset_and_a_diverged_loss(tmp_path: Path) ->
         ToyTrainer(toy_config(data_dir=""), tmp_path)
     trainer = ToyTrainer(toy_config(), tmp_path / "run")
     trainer.check_finite("toy loss", 1.0)
-    with pytest.raises(TrainingDiverged, match=r"toy loss became nan at iteration 0; .*last good checkpoint"):
+    with pytest.raises(
+        TrainingDiverged, match=r"toy loss became nan at iteration 0; .*no checkpoint was written"
+    ):
         trainer.check_finite("toy loss", float("nan"))
+    first = trainer.save_checkpoint()
+    with pytest.raises(TrainingDiverged, match=f"the last good checkpoint {re.escape(str(first))} is kept"):
+        trainer.check_finite("toy loss", float("inf"))
+
+
+def test_diverged_weights_are_never_saved(tmp_path: Path) -> None:
+    trainer = ToyTrainer(toy_config(), tmp_path / "run")
+    trainer.train()  # checkpoints at 4 and 7
+    kept = trainer.checkpoints.latest()
+    again = ToyTrainer(toy_config(iterations=12), tmp_path / "run")
+    again.resume()
+    again.weights[1] = float("nan")
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite values in weights at iteration 8; .*last good checkpoint"
+    ):
+        again.train()
+    assert again.checkpoints.latest() == kept
+
+
+def test_a_model_reporting_non_finite_outputs_stops_like_a_diverged_loss(tmp_path: Path) -> None:
+    trainer = ToyTrainer(toy_config(), tmp_path / "run")
+    trainer.fail_at = 5
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite outputs at iteration 5; .*ckpt_000000000004.pt is kept"
+    ):
+        trainer.train()
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tmp_path: Path, capsys) -> None:
+    ToyTrainer(toy_config(keep_checkpoints=3), tmp_path / "run").train()  # checkpoints at 4 and 7
+    newest = tmp_path / "run" / "checkpoints" / "ckpt_000000000007.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    trainer = ToyTrainer(toy_config(), tmp_path / "run")
+    trainer.resume()
+    assert trainer.iteration == 4
+    assert "skipped ckpt_000000000007.pt: checkpoint" in capsys.readouterr().err
+    picked = ToyTrainer(toy_config(), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        picked.resume(newest)  # an explicit choice is not replaced by another
+    newest.write_bytes(b"")
+    (tmp_path / "run" / "checkpoints" / "ckpt_000000000004.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no checkpoint in .* loads:\n  skipped ckpt_000000000007.pt"):
+        ToyTrainer(toy_config(), tmp_path / "run").resume()
+
+
+def test_one_writer_per_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"in use by process {holder.pid} on "):
+            ToyTrainer(toy_config(), run).train()
+        assert not (run / "checkpoints").exists()  # it wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock of a dead process is taken over; leftovers of its interrupted writes are removed.
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / ".ckpt_000000000004.pt.x.tmp").write_bytes(b"partial")
+    assert ToyTrainer(toy_config(), run).train().iterations == 7
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+HOLD_LOCK = """
+import sys, time
+from lodestar.runtime.run_lock import RunLock
+lock = RunLock(sys.argv[1]); lock.acquire(); print("locked", flush=True); time.sleep(60)
+"""
 
 
 def test_metric_window_means_are_per_key() -> None:

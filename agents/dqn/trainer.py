@@ -30,8 +30,7 @@ from lodestar.agents.rollout import RolloutCollector, Transition
 from lodestar.envs.atari import AtariVecEnv
 from lodestar.envs.base import Observation, tensor_observation
 from lodestar.replay.buffer import ReplayBuffer
-from lodestar.runtime.checkpoint import CheckpointError, atomic_save, load_file
-from lodestar.runtime.config import to_dict
+from lodestar.runtime.checkpoint import CheckpointError
 from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.seeding import rng_state, set_rng_state
 from lodestar.runtime.training import Schedule, Span, Trainer
@@ -276,8 +275,7 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
 
     # -- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        if self.config.save_replay:
-            atomic_save(self.replay.state_dict(), self.run_dir / "checkpoints" / "replay.pt")
+        """The checkpoint at this step, with the replay buffer of the same step as its companion."""
         state = {
             "agent": self.agent.state_dict(),
             "global_step": self.collector.global_step,
@@ -290,19 +288,22 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
             "last_eval_step": -1 if self.evaluated_at is None else self.evaluated_at,
             "train_seconds": self.train_seconds(),
         }
-        return self.checkpoints.save(state, self.collector.global_step, to_dict(self.config))
+        companions = {"replay": self.replay.state_dict()} if self.config.save_replay else None
+        return self.write_checkpoint(state, companions)
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Load the newest (or given) checkpoint and bring the envs back to the same moment."""
         state, source = self.load_checkpoint(checkpoint, [*ARCHITECTURE_KEYS, "env.num_envs"])
+        # Everything is read before anything changes: a checkpoint that fails to load leaves the
+        # trainer as it was, so an older one can be tried.
+        replay = (
+            self.checkpoints.load_companion(state, "replay", source, self.device)
+            if self.config.save_replay
+            else None
+        )
         self.agent.load_state_dict(state["agent"], source)
-        replay_path = self.run_dir / "checkpoints" / "replay.pt"
-        if self.config.save_replay:
-            if not replay_path.is_file():
-                raise CheckpointError(
-                    f"{replay_path} is missing: the run saved its replay buffer and needs it to resume"
-                )
-            self.replay.load_state_dict(load_file(replay_path, self.device))
+        if replay is not None:
+            self.replay.load_state_dict(replay)
         self.collector.replay_actions(state["actions"], seed=self.config.seed)
         if self.collector.global_step != state["global_step"]:
             raise CheckpointError(

@@ -468,6 +468,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
 
     def save_checkpoint(self) -> Path | None:
         """Process 0 writes one checkpoint holding every process's state; returns its path there."""
+        self.check_state_finite({"model": self.model.state_dict()})  # on every process: all stop together
         processes = self.dist.gather(self._process_state())
         path = None
         if self.dist.is_main:
@@ -481,7 +482,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
                 "last_scores": dict(self.last_scores),
                 "follower": self.bundle().state(),
             }
-            path = self.checkpoints.save(state, self.iteration, to_dict(self.config))
+            path = self.write_checkpoint(state)
         self.dist.barrier()
         return path
 

@@ -308,7 +308,7 @@ class SpeakerTrainer(IterationTrainer[SpeakerTrainConfig, TrainResult]):
             "best_iteration": self.best_iteration,
             "last_scores": dict(self.last_scores),
         }
-        return self.checkpoints.save(state, self.iteration, to_dict(self.config))
+        return self.write_checkpoint(state)
 
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Continue from the newest (or given) checkpoint of this run."""
