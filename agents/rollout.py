@@ -8,8 +8,11 @@ Transitions always carry the *true* next observation: for envs whose episode end
 env's ``info["final_obs"]`` replaces the auto-reset observation.
 
 Exact resume of envs that cannot be snapshotted (ale-py's emulators): with ``record_actions`` the
-collector keeps every action it sends (one byte per env step), and :meth:`RolloutCollector.replay_actions`
-brings a freshly seeded env back to where those actions left it. The policy stays free of side effects.
+collector keeps the actions it sends (one byte per env step), and :meth:`RolloutCollector.replay_actions`
+brings a freshly seeded env back to where those actions left it. An env that can restart from the
+actions of its current episodes (:meth:`lodestar.envs.atari.AtariVecEnv.restore_episodes`) needs only the
+recent ones: :meth:`RolloutCollector.keep_recent_actions` bounds the log and :meth:`RolloutCollector.resume_at`
+continues from a restored env. The policy stays free of side effects.
 """
 
 from __future__ import annotations
@@ -186,6 +189,21 @@ class RolloutCollector:
         finally:
             self.policy, self.sink, self.on_episode_end = policy, sink, hook
         self._episodes.clear()
+
+    def keep_recent_actions(self, steps: int) -> None:
+        """Forget all but the last ``steps`` batched actions of the log (what exact resume still needs)."""
+        if self._action_log is None:
+            raise RuntimeError("this collector does not record actions: create it with record_actions=True")
+        keep = min(steps, len(self._action_log) // self.env.num_envs) * self.env.num_envs
+        del self._action_log[: len(self._action_log) - keep]
+
+    def resume_at(self, obs: Observation, global_step: int, recent_actions: torch.Tensor) -> None:
+        """Continue from an env restored elsewhere: its observation, the step count and the recent
+        actions (``[steps, num_envs]``) that the next checkpoint must still hold."""
+        self.obs, self.global_step = obs, global_step
+        self._episodes.clear()
+        if self._action_log is not None:
+            self._action_log = bytearray(recent_actions.to("cpu", torch.uint8).contiguous().numpy().tobytes())
 
     def pop_episodes(self) -> list[EpisodeRecord]:
         """Episodes finished since the last call (for logging)."""

@@ -18,6 +18,13 @@ game keeps running.
 - ``lives`` (int32): lives left after this step (of the new episode where one started);
 - ``life_lost`` (bool): a life was lost this step and the game did not end;
 - ``episode_frame_number`` (int32): emulator frames elapsed in the current episode.
+
+Seeded envs seed every episode: after ``reset(seed)`` env ``i``'s first episode is seeded with
+``seed + i`` and its ``k``-th with a seed derived from ``(seed, i, k)`` (:meth:`AtariVecEnv.episode_seed`),
+by a partial reset of the envs whose episode just ended. An emulator's state is then a function of
+its episode's seed and the actions since that episode began, which is what bounds the cost of exact
+resume by one episode per env (:meth:`AtariVecEnv.episode_state`, :meth:`AtariVecEnv.restore_episodes`)
+instead of the whole run.
 """
 
 from __future__ import annotations
@@ -274,6 +281,8 @@ class AtariVecEnv(VecEnv):
         self._lives = np.zeros(num_envs, dtype=np.int32)
         self._pending_seed = seed
         self._needs_reset = True
+        self._seed: int | None = None  # the seed of the last reset; None: episodes are not seeded
+        self._episode_index = np.zeros(num_envs, dtype=np.int64)  # episodes begun per env since reset
 
     @property
     def env_id(self) -> str:
@@ -297,6 +306,73 @@ class AtariVecEnv(VecEnv):
         self._episode_start[:] = 0
         self._lives = np.array(info["lives"], dtype=np.int32)
         self._needs_reset = False
+        self._seed = seed
+        self._episode_index[:] = 0
+        return self._to_device({"obs": obs})["obs"]
+
+    def episode_seed(self, env: int, index: int) -> int:
+        """The seed of env ``env``'s ``index``-th episode since the last seeded reset (0: ``seed + env``)."""
+        if self._seed is None:
+            raise RuntimeError("episodes are seeded only after reset(seed=...)")
+        if index == 0:
+            return self._seed + env
+        return int(np.random.SeedSequence([self._seed, env, index]).generate_state(1)[0] >> 1)
+
+    def episode_state(self) -> dict[str, Any]:
+        """What :meth:`restore_episodes` needs besides the actions: seeds and per-env episode progress.
+
+        ``episode_length[i]`` agent steps of env ``i``'s current episode have been taken.
+        """
+        if self._seed is None:
+            raise RuntimeError("episode_state() needs an env reset with a seed")
+        return {
+            "seed": self._seed,
+            "steps": self._steps,
+            "episode_index": self._episode_index.copy(),
+            "episode_length": self._steps - self._episode_start,
+        }
+
+    def restore_episodes(self, state: dict[str, Any], actions: np.ndarray) -> torch.Tensor:
+        """Bring every emulator back to the moment :meth:`episode_state` described; the observation.
+
+        ``actions`` is ``[L, num_envs]``: the last ``episode_length[i]`` rows of column ``i`` are the
+        actions of env ``i``'s current episode (``L`` is at least the longest). Each env is reset with
+        its episode's seed so that its episode ends on the last row, then all step together; an env
+        whose episode has not begun yet steps with NOOP, and its reset wipes what that did. The cost
+        is one episode per env, whatever the length of the run.
+        """
+        lengths = np.asarray(state["episode_length"], dtype=np.int64)
+        index = np.asarray(state["episode_index"], dtype=np.int64)
+        if lengths.shape != (self.num_envs,) or actions.ndim != 2 or actions.shape[1] != self.num_envs:
+            raise ValueError(f"episode state and actions do not describe {self.num_envs} envs")
+        horizon = int(actions.shape[0])
+        if int(lengths.max(initial=0)) > horizon:
+            raise ValueError(
+                f"an episode of {int(lengths.max())} steps needs that many actions, got {horizon}"
+            )
+        backend = self._backend()
+        self.reset(seed=int(state["seed"]))
+        self._episode_index[:] = index
+        begins = horizon - lengths  # the row at which each env's episode begins
+        returns = np.zeros(self.num_envs, dtype=np.float64)
+        obs = None
+        for row in range(horizon + 1):
+            starting = begins == row
+            if starting.any():
+                seeds = np.array([self.episode_seed(int(i), int(index[i])) for i in np.flatnonzero(starting)])
+                obs, info = backend.reset(seed=seeds, options={"reset_mask": starting})
+                self._lives[starting] = info["lives"][starting]
+            if row == horizon:
+                break
+            running = begins <= row
+            step_actions = np.where(running, actions[row], 0).astype(np.int64)
+            obs, reward, _, _, info = backend.step(step_actions)
+            returns[running] += reward[running]
+            self._lives[running] = info["lives"][running]
+        self._steps = int(state["steps"])
+        self._episode_start = self._steps - lengths
+        self._running_return = returns
+        assert obs is not None  # the loop ran at least the resets of row 0 or one step
         return self._to_device({"obs": obs})["obs"]
 
     def _actions_to_numpy(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -351,6 +427,11 @@ class AtariVecEnv(VecEnv):
             final_obs = obs.copy()
             final_obs[ended] = ale_info["final_obs"][ended]
             host["final_obs"] = final_obs
+            if self._seed is not None:
+                obs, lives, frame_number = self._seed_new_episodes(done, ended, lives, ale_info)
+                host["obs"] = obs
+                self._lives = lives
+                ale_info = {**ale_info, "episode_frame_number": frame_number}
         host.update(
             reward=reward.astype(np.float32),
             terminated=terminated,
@@ -366,6 +447,22 @@ class AtariVecEnv(VecEnv):
         terminated_t, truncated_t = moved.pop("terminated"), moved.pop("truncated")
         moved.setdefault("final_obs", obs_t)
         return obs_t, reward_t, terminated_t, truncated_t, moved
+
+    def _seed_new_episodes(
+        self, done: np.ndarray, ended: np.ndarray, lives: np.ndarray, ale_info: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Restart the envs whose episode ended with their next episode's seed (see the module docstring).
+
+        ale-py has already started a new episode there from its own generator; this reset replaces it.
+        """
+        self._episode_index[ended] += 1
+        seeds = np.array([self.episode_seed(int(i), int(self._episode_index[i])) for i in ended])
+        obs, info = self._backend().reset(seed=seeds, options={"reset_mask": done})
+        lives = lives.copy()
+        lives[ended] = info["lives"][ended]
+        frame_number = np.array(ale_info["episode_frame_number"], copy=True)
+        frame_number[ended] = info["episode_frame_number"][ended]
+        return obs, lives, frame_number
 
     def close(self) -> None:
         """Stop the emulator threads; the env cannot be used afterwards."""

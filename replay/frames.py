@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from lodestar.replay.storage import filled_part, into_capacity, zero_tail_start
+
 
 class FrameStackStorage:
     """Frame rings for ``num_envs`` streams plus per-transition stack metadata.
@@ -169,19 +171,24 @@ class FrameStackStorage:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything to continue exactly, with only the written part of the rings and of the
+        per-transition metadata (what lies past it is still all zeros)."""
+        frames_written = int(self.frame_count.max())
+        transitions = zero_tail_start(self.pos, self.depth, self.zero_pad)
         return {
             "shape": (self.capacity, self.num_envs, self.stack, self.frame_shape, self.frames_per_stream),
-            "ring": self.ring,
+            "ring": filled_part(self.ring, frames_written, dim=1),
             "frame_count": self.frame_count,
-            "pos": self.pos,
-            "depth": self.depth,
-            "zero_pad": self.zero_pad,
+            "pos": filled_part(self.pos, transitions),
+            "depth": filled_part(self.depth, transitions),
+            "zero_pad": filled_part(self.zero_pad, transitions),
             "stream_depth": self._stream_depth,
             "stream_zero_pad": self._stream_zero_pad,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the tensors are adopted (moved to the device), not copied."""
+        """Restore from :meth:`state_dict`; full-size tensors are adopted (moved to the device), not
+        copied, partial ones are put back into zeroed full-size tensors."""
         mine = (self.capacity, self.num_envs, self.stack, self.frame_shape, self.frames_per_stream)
         theirs = tuple(state["shape"])
         if (*theirs[:3], tuple(theirs[3]), theirs[4]) != mine:
@@ -190,10 +197,11 @@ class FrameStackStorage:
                 f"{theirs}, this storage {mine}"
             )
         d = self.device
-        self.ring = state["ring"].to(device=d, dtype=self.dtype)
+        ring_shape = (self.num_envs, self.frames_per_stream, *self.frame_shape)
+        self.ring = into_capacity(state["ring"], ring_shape, d, "frame ring", dim=1).to(dtype=self.dtype)
         self.frame_count = state["frame_count"].to(d)
-        self.pos = state["pos"].to(d)
-        self.depth = state["depth"].to(d)
-        self.zero_pad = state["zero_pad"].to(d)
+        self.pos = into_capacity(state["pos"], (self.capacity,), d, "frame positions")
+        self.depth = into_capacity(state["depth"], (self.capacity,), d, "stack depths")
+        self.zero_pad = into_capacity(state["zero_pad"], (self.capacity,), d, "stack padding")
         self._stream_depth = state["stream_depth"].to(d)
         self._stream_zero_pad = state["stream_zero_pad"].to(d)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from lodestar.replay.storage import filled_part, into_capacity
 from lodestar.replay.sum_tree import SumTree
 
 
@@ -83,12 +84,15 @@ class Sampler:
         return self._mask.numel() * self._mask.element_size()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "mask": self._mask, "count": self._count, "high": self._high}
+        """The sampleable set; only its part below ``high`` (nothing past it was ever enabled)."""
+        mask = filled_part(self._mask, self._high)
+        return {"capacity": self.capacity, "mask": mask, "count": self._count, "high": self._high}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"sampler state has capacity {state['capacity']}, this sampler {self.capacity}")
-        self._mask = state["mask"].to(device=self.device, dtype=torch.bool)
+        mask = state["mask"].to(dtype=torch.bool)
+        self._mask = into_capacity(mask, (self.capacity,), self.device, "sampleable mask")
         self._count = int(state["count"])
         self._high = int(state["high"])
 

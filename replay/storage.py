@@ -3,6 +3,10 @@
 Fields are allocated on the first :meth:`TensorStorage.add` from the shapes and dtypes of the batch
 (``[n, *item_shape]`` per field) or up front through ``specs``. Writes advance a cursor and wrap, so
 once full the oldest items are overwritten first.
+
+Saved states hold only the filled part of what is sized by capacity (:func:`filled_part`), so a
+mostly empty buffer makes a small file; loading puts it back into full-capacity tensors
+(:func:`into_capacity`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,48 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+
+def filled_part(tensor: torch.Tensor, count: int, dim: int = 0) -> torch.Tensor:
+    """The first ``count`` entries of ``tensor`` along ``dim``, to save: ``tensor`` itself when that is
+    all of it, else a copy (``torch.save`` of a view writes the whole storage behind it)."""
+    if count >= tensor.shape[dim]:
+        return tensor
+    return tensor.narrow(dim, 0, max(count, 0)).clone()
+
+
+def zero_tail_start(*tensors: torch.Tensor) -> int:
+    """The shortest length along dim 0 past which every tensor holds only zeros.
+
+    Saving that :func:`filled_part` of tensors that start zeroed loses nothing, whatever wrote them.
+    """
+    length = tensors[0].shape[0]
+    written = torch.zeros(length, dtype=torch.bool, device=tensors[0].device)
+    for tensor in tensors:
+        written |= (tensor != 0).reshape(length, -1).any(1)
+    last = written.nonzero()
+    return int(last[-1]) + 1 if last.numel() else 0
+
+
+def into_capacity(
+    saved: torch.Tensor, shape: tuple[int, ...], device: torch.device, name: str, dim: int = 0
+) -> torch.Tensor:
+    """A :func:`filled_part` back in a zero tensor of the full ``shape`` on ``device``.
+
+    A saved tensor that is already full size is adopted (moved to ``device``), not copied.
+    """
+    expected = tuple(shape)
+    found = tuple(saved.shape)
+    others_match = len(found) == len(expected) and all(
+        a == b for axis, (a, b) in enumerate(zip(found, expected, strict=True)) if axis != dim
+    )
+    if not others_match or found[dim] > expected[dim]:
+        raise ValueError(f"saved {name} has shape {found}, which does not fit this storage's {expected}")
+    if found == expected:
+        return saved.to(device)
+    full = torch.zeros(expected, dtype=saved.dtype, device=device)
+    full.narrow(dim, 0, found[dim]).copy_(saved)
+    return full
 
 
 class TensorStorage:
@@ -96,12 +142,23 @@ class TensorStorage:
         return sum(t.numel() * t.element_size() for t in self._data.values())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "cursor": self.cursor, "size": self.size, "data": dict(self._data)}
+        """Cursor, size and the filled items of every field (the first ``size``: writes fill slots
+        from 0 until the ring is full)."""
+        data = {name: filled_part(t, self.size) for name, t in self._data.items()}
+        return {"capacity": self.capacity, "cursor": self.cursor, "size": self.size, "data": data}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the tensors are adopted (moved to the device), not copied."""
+        """Restore from :meth:`state_dict`; full-size tensors are adopted (moved to the device), not
+        copied, partial ones are put back into zeroed full-capacity tensors."""
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"storage state has capacity {state['capacity']}, this storage {self.capacity}")
+        size = int(state["size"])
+        data = {}
+        for name, saved in state["data"].items():
+            if saved.shape[0] < size:
+                raise ValueError(f"storage state holds {saved.shape[0]} items of field {name!r}, not {size}")
+            shape = (self.capacity, *saved.shape[1:])
+            data[name] = into_capacity(saved, shape, self.device, f"field {name!r}")
         self.cursor = int(state["cursor"])
-        self.size = int(state["size"])
-        self._data = {name: t.to(self.device) for name, t in state["data"].items()}
+        self.size = size
+        self._data = data

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from lodestar.replay.storage import filled_part, zero_tail_start
+
 
 def _level_sizes(capacity: int, branching: int) -> list[int]:
     """Padded length of each level, leaves first, until one group of ``branching`` nodes is left."""
@@ -118,7 +120,9 @@ class SumTree:
         return sum(t.numel() * t.element_size() for t in (*self._sums, *self._mins))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "branching": self.branching, "leaves": self._sums[0]}
+        """Capacity, branching and the leaves up to the last non-zero one (the levels above are rebuilt)."""
+        leaves = filled_part(self._sums[0], zero_tail_start(self._sums[0]))
+        return {"capacity": self.capacity, "branching": self.branching, "leaves": leaves}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state["capacity"]) != self.capacity or int(state["branching"]) != self.branching:
@@ -127,9 +131,12 @@ class SumTree:
                 f"this tree has capacity={self.capacity}, branching={self.branching}"
             )
         leaves = state["leaves"].to(device=self.device, dtype=torch.float64)
-        if leaves.shape != self._sums[0].shape:
-            raise ValueError(f"sum tree state has {leaves.numel()} leaves, expected {self._sums[0].numel()}")
-        self._sums[0].copy_(leaves)
+        if leaves.dim() != 1 or leaves.numel() > self._sums[0].numel():
+            raise ValueError(
+                f"sum tree state has {leaves.numel()} leaves, expected at most {self._sums[0].numel()}"
+            )
+        self._sums[0].zero_()
+        self._sums[0][: leaves.numel()] = leaves
         self.rebuild()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from lodestar.replay.storage import filled_part
 from lodestar.runtime.checkpoint import atomic_save, load_file
 
 FORMAT = "lodestar.trajectories/1"
@@ -84,7 +85,9 @@ class _Flat:
         self.used = rows.numel()
 
     def trimmed(self) -> dict[str, torch.Tensor]:
-        return {key: value[: self.used] for key, value in self.data.items()}
+        """The used rows, to save: copies where the tensors have room to grow (``torch.save`` of a
+        view writes the whole storage behind it)."""
+        return {key: filled_part(value, self.used) for key, value in self.data.items()}
 
 
 class TrajectoryStore:
@@ -263,7 +266,7 @@ class TrajectoryStore:
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        table = self._episodes.trimmed()["table"][self._first :] if len(self) else None
+        table = self._episodes.trimmed()["table"][self._first :].clone() if len(self) else None
         return {
             "format": FORMAT,
             "capacity": self.capacity,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from lodestar.runtime.checkpoint import CheckpointError
+from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
 from lodestar.runtime.config import ConfigError, describe_config, load_config
 from lodestar.runtime.run_lock import RunLockedError
 from lodestar.runtime.training import TrainingDiverged
@@ -47,6 +47,17 @@ def run_main(main: Callable[[list[str] | None], int]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         code = DIVERGED_EXIT_CODE
     sys.exit(code)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts that must be at least 1 (``--episodes``, ``--num-envs``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 # -- training scripts ----------------------------------------------------------------------------------
@@ -136,6 +147,7 @@ def resolve_run(
         prefix = name_prefix if isinstance(name_prefix, str) else name_prefix(config)
         config.name = f"{prefix}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(config.runs_dir) / config.name
-    if (run_dir / "checkpoints").exists():
+    # Only complete checkpoints count: a run killed inside its first checkpoint write starts anew.
+    if CheckpointManager(run_dir / "checkpoints").checkpoints():
         raise ValueError(f"run directory {run_dir} already has checkpoints: use --resume {run_dir}")
     return TrainingRun(config, run_dir, False)

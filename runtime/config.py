@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -74,6 +75,16 @@ def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return schema(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid config {prefix.rstrip('.') or schema.__name__}: {exc}") from exc
+
+
+def require(ok: bool, key: str, requirement: str, value: Any) -> None:
+    """Raise ``ValueError("<key> must be <requirement>, got <value>")`` unless ``ok``.
+
+    Schemas state their bounds this way in ``__post_init__``; :func:`from_dict` reports the error as a
+    :class:`ConfigError`, so a bad value stops a run at start-up with its key named.
+    """
+    if not ok:
+        raise ValueError(f"{key} must be {requirement}, got {value!r}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -188,12 +199,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
         return value
     if tp is int:
+        number = _numeric_string(value)
+        if number is not None and number.is_integer():
+            return int(number)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        number = _numeric_string(value)
+        if number is not None:
+            return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
         return float(value)
@@ -202,3 +219,18 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
         return str(value)
     raise ConfigError(f"config key {key!r}: unsupported schema type {_type_name(tp)}")
+
+
+def _numeric_string(value: Any) -> float | None:
+    """The finite number a string spells, else None.
+
+    YAML 1.1 reads exponent forms without a dot (``1e-4``, ``1e6``) as strings, in files and
+    in ``key=value`` overrides alike; a numeric field takes them as the numbers they spell.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

@@ -30,6 +30,7 @@ TensorBoard's image dashboard plays.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,36 @@ def encode_gif(frames: Any, fps: float = 15.0) -> bytes:
     return buffer.getvalue()
 
 
+def _wait_to_sort_last(run_dir: Path) -> None:
+    """Wait until a new event file of ``run_dir`` would sort after every existing one.
+
+    TensorBoard reads a directory's event files in name order and a purge applies only to the files
+    read before it; a name starts with the second the file was opened, then host, process id and a
+    counter, which do not order files opened within one second. Waiting for the next second (at most
+    one) puts the new file last. Files from a clock more than a second ahead are not waited for.
+    """
+    stamps = [
+        int(part)
+        for path in run_dir.glob("events.out.tfevents.*")
+        if (part := path.name.split(".")[3]).isdigit()
+    ]
+    newest = max(stamps, default=None)
+    while newest is not None and int(time.time()) <= newest <= time.time() + 1:
+        time.sleep(0.05)
+
+
 class RunLogger:
-    """One TensorBoard run directory; a thin, typed face over ``SummaryWriter``."""
+    """One TensorBoard run directory; a thin, typed face over ``SummaryWriter``.
+
+    ``purge_step``: TensorBoard hides the points at this step and after that earlier event files of the
+    directory hold (what a crashed run logged past the checkpoint a resumed run starts from).
+    """
 
     def __init__(self, run_dir: str | Path, purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if purge_step is not None:
+            _wait_to_sort_last(self.run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:

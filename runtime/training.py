@@ -41,7 +41,7 @@ from lodestar.runtime.checkpoint import (
     check_config_matches,
     non_finite_entries,
 )
-from lodestar.runtime.config import save_config, to_dict, to_yaml
+from lodestar.runtime.config import ConfigError, save_config, to_dict, to_yaml
 from lodestar.runtime.device import resolve_device
 from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.progress import progress
@@ -178,6 +178,8 @@ class Trainer(ABC, Generic[C, R]):
     """
 
     progress_label: str = "train"
+    # The config key that sets the schedule's total, for messages.
+    total_key: str = "iterations"
 
     def __init__(self, config: C, run_dir: str | Path) -> None:
         if config.torch_threads > 0:
@@ -254,6 +256,7 @@ class Trainer(ABC, Generic[C, R]):
     def train(self) -> R:
         """Train up to the schedule's total or a stop signal, then evaluate, checkpoint and report."""
         schedule = self.schedule()
+        self.check_not_past_end(schedule)
         locked_here = self.hold_run_directory()
         logger = self._open_logger() if self.is_main else None
         try:
@@ -274,7 +277,7 @@ class Trainer(ABC, Generic[C, R]):
             self.after_loop()
             if schedule.evaluate_at_end and not self.stop_requested and self.evaluated_at != self.progress:
                 self._evaluate(logger)
-            path = self.save_checkpoint()
+            path = self._checkpoint(logger)
             if self.stop_requested and self.is_main:
                 print(f"interrupted at {self.progress_text()}; checkpoint written to {path}", flush=True)
         except FloatingPointError as exc:
@@ -301,12 +304,12 @@ class Trainer(ABC, Generic[C, R]):
             if due(count, schedule.log_every, advanced):
                 span = window.close(count)
                 self.log_progress(logger, span)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{span.means.get('loss', math.nan):.3f}")
+                if bar is not None and "loss" in span.means:
+                    bar.set_postfix(loss=f"{span.means['loss']:.3f}")
             if due(count, schedule.eval_every, advanced):
                 self._evaluate(logger)
             if due(count, schedule.checkpoint_every, advanced):
-                self.save_checkpoint()
+                self._checkpoint(logger)
             for callback in self.callbacks:
                 callback(self)
         return Span({}, self.progress - start, time.perf_counter() - started)
@@ -315,11 +318,27 @@ class Trainer(ABC, Generic[C, R]):
         self.scheduled_evaluation(logger)
         self.evaluated_at = self.progress
 
+    def _checkpoint(self, logger: RunLogger | None) -> Path | None:
+        """Flush the logged points, then save the checkpoint they lead up to.
+
+        A resumed run logs again only what comes after its checkpoint, so every point up to it must be
+        on disk before the checkpoint is: a crash later must not take them with it.
+        """
+        if logger is not None:
+            logger.flush()
+        return self.save_checkpoint()
+
     def _open_logger(self) -> RunLogger:
-        """The run's TensorBoard logger; the config is saved beside it and logged when the run starts."""
+        """The run's TensorBoard logger; the config is saved beside it and logged when the run starts.
+
+        Earlier event files of the run directory may hold points that a crash left past the
+        checkpoint this run starts from; they are purged, and the run logs them again as it goes on.
+        A resumed run keeps the points of its checkpoint's own step (logged before the checkpoint was
+        written); a run from step 0 (e.g. one killed before its first checkpoint) purges them all.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
-        logger = RunLogger(self.run_dir, purge_step=self.progress or None)
+        logger = RunLogger(self.run_dir, purge_step=self.progress + 1 if self.progress else 0)
         if self.progress == 0:
             logger.text("config", "```\n" + to_yaml(self.config) + "```", 0)
             for tag, text in self.run_notes().items():
@@ -381,18 +400,37 @@ class Trainer(ABC, Generic[C, R]):
                 f"non-finite values in {bad[0]}{more} at {self.progress_text()}; {self.what_is_kept()}"
             )
 
+    def check_not_past_end(self, schedule: Schedule | None = None) -> None:
+        """Refuse a run whose progress is already beyond the schedule's total (a resumed run given a
+        smaller ``total_key``): training it would rewrite its config and checkpoint for nothing."""
+        total = (schedule or self.schedule()).total
+        if self.progress > total:
+            raise ConfigError(
+                f"{self.total_key}={total} is below where the run already is ({self.progress_text()}): "
+                f"pass {self.total_key}={self.progress} or more to continue it"
+            )
+
     def resume(self, checkpoint: str | Path | None = None) -> None:
         """Continue from ``checkpoint``, or from the newest checkpoint that loads.
 
         A checkpoint that fails to load (truncated, corrupt, its companion missing or mismatched) is
-        skipped with a message saying why, and the next older one is tried.
+        skipped with a message saying why, and the next older one is tried. A run restored past its
+        schedule's total is refused (:meth:`check_not_past_end`) before anything is written.
         """
+        self._restore_newest(checkpoint)
+        self.check_not_past_end()
+
+    def _restore_newest(self, checkpoint: str | Path | None) -> None:
+        """:meth:`restore` ``checkpoint``, or the newest checkpoint that loads."""
         if checkpoint is not None:
             self.restore(checkpoint)
             return
         candidates = self.checkpoints.checkpoints()[::-1]
         if not candidates:
-            raise CheckpointError(f"no checkpoint found in {str(self.checkpoints.directory)!r}")
+            raise CheckpointError(
+                f"no checkpoint found in {str(self.checkpoints.directory)!r}: nothing to resume "
+                "(a run stopped before its first checkpoint starts anew with --config)"
+            )
         reasons = []
         for path in candidates:
             try:

@@ -5,7 +5,8 @@
 
 Writes ``<data>/features/<name>.hdf5`` (keys ``<scan>_<viewpoint>`` -> float16 ``[36, D]``),
 ``<data>/features/<name>_summary.json`` and, for CNN features, ``<data>/features/encoder.pt`` (reused
-when present: delete it to retrain). An interrupted build resumes where it stopped. Overrides use the
+when present: delete it to retrain). An interrupted build, even one killed in its first scan, resumes
+from its last finished scan (kept in ``<name>.hdf5.scans/`` until the store is complete). Overrides use the
 keys of ``lodestar.envs.nav.perception.features.FeatureConfig``, e.g. ``encoder.epochs=2 encoder.train_views=4000
 batch_viewpoints=16``.
 """

@@ -23,7 +23,7 @@ import numpy as np
 from lodestar.agents.dqn.evaluation import evaluate, load_agent, record_video
 from lodestar.agents.dqn.scores import aggregate_with_ci, human_normalized
 from lodestar.envs.atari import resolve_game
-from lodestar.runtime.cli import run_main
+from lodestar.runtime.cli import positive_int, run_main
 from lodestar.runtime.device import resolve_device
 from lodestar.runtime.logger import encode_gif
 
@@ -92,17 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="run directories or checkpoint files (several games/seeds aggregate)",
     )
-    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--episodes", type=positive_int, default=30, help="episodes per checkpoint (>= 1)")
     parser.add_argument("--epsilon", type=float, default=0.001)
     parser.add_argument("--protocol", choices=["v5", "config"], default="v5")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--num-envs", type=positive_int, default=8, help="evaluation envs run at once (>= 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--video", type=Path, help="write an animated GIF of one evaluation episode here")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
 
     results = [evaluate_checkpoint(path, args) for path in args.checkpoints]
     print(f"{'game':<16}{'seed':>5}{'episodes':>9}{'mean':>10}{'median':>10}{'std':>9}{'HNS':>8}")

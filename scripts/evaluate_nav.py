@@ -4,7 +4,7 @@
 
 Prints NE, SR, OSR, TL, SPL, nDTW, SDTW and CLS (rates as percentages); ``--json`` prints one JSON
 object keyed ``ne, sr, osr, tl, spl, ndtw, sdtw, cls`` with rates as fractions instead. Every
-instruction of the split must have a prediction.
+instruction of the split must have a prediction, and every prediction must name one of them.
 """
 
 from __future__ import annotations

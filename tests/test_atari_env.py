@@ -302,3 +302,50 @@ def test_cuda_packing_round_trips_every_dtype() -> None:
     for key, array in arrays.items():
         assert views[key].dtype == torch.from_numpy(array).dtype, key
         np.testing.assert_array_equal(views[key].numpy(), array)
+
+
+def _step_all(env: AtariVecEnv, actions: np.ndarray) -> list:
+    return [env.step(torch.as_tensor(row)) for row in actions]
+
+
+def test_every_episode_of_a_seeded_env_starts_from_its_own_seed() -> None:
+    """Episodes k >= 1 are re-seeded, so two envs with one seed agree however their past differs."""
+    env = AtariVecEnv("Pong", 2, device="cpu", max_episode_frames=80, noop_max=30, seed=4)
+    env.reset()
+    assert env.episode_seed(1, 0) == 5 and env.episode_seed(1, 1) != env.episode_seed(1, 2)
+    _step_all(env, np.zeros((25, 2), dtype=np.int64))  # 20-step episodes: both envs are in their second
+    state = env.episode_state()
+    assert state["episode_index"].tolist() == [1, 1] and state["episode_length"].tolist() == [5, 5]
+
+
+def test_restoring_the_current_episodes_continues_bit_for_bit() -> None:
+    """Resume cost is one episode per env: only the current episodes' actions are replayed."""
+    rng = np.random.default_rng(3)
+    actions = rng.integers(0, 6, size=(110, 3))
+
+    def make() -> AtariVecEnv:
+        return AtariVecEnv("Pong", 3, device="cpu", max_episode_frames=120, noop_max=30)
+
+    straight = make()
+    straight.reset(seed=11)
+    before = _step_all(straight, actions[:75])[-1][0]
+    state = straight.episode_state()
+    horizon = int(state["episode_length"].max())
+    assert 0 < horizon <= 30 < 75  # 30-step episodes: far fewer actions than the run has taken
+
+    resumed = make()
+    backend = resumed._backend()
+    calls = []
+    real_step = backend.step
+    backend.step = lambda a: calls.append(1) or real_step(a)  # type: ignore[method-assign]
+    obs = resumed.restore_episodes(state, actions[75 - horizon : 75])
+    assert len(calls) == horizon
+    backend.step = real_step  # type: ignore[method-assign]
+    assert torch.equal(obs, before)
+    last = straight.step(torch.as_tensor(actions[75]))
+    again = resumed.step(torch.as_tensor(actions[75]))
+    for a, b in zip(
+        [last, *_step_all(straight, actions[76:])], [again, *_step_all(resumed, actions[76:])], strict=True
+    ):
+        assert all(torch.equal(x, y) for x, y in zip(a[:4], b[:4], strict=True))
+        assert all(torch.equal(a[4][key], b[4][key]) for key in a[4])

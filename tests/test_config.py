@@ -7,6 +7,7 @@ from typing import Literal
 
 import pytest
 
+from lodestar.agents.dqn.config import DQNConfig
 from lodestar.runtime.config import ConfigError, from_dict, load_config, to_dict
 
 
@@ -86,3 +87,65 @@ def test_unknown_key_in_file(tmp_path):
 def test_round_trip_through_dict():
     cfg = load_config(Schema, None, ["env.game=Boxing"])
     assert from_dict(Schema, to_dict(cfg)) == cfg
+
+
+def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
+    # YAML 1.1 reads exponent forms without a dot (1e-4, 1e6) as strings.
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-4\ntotal_steps: 1e6\n")
+    cfg = load_config(Schema, path)
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
+    assert cfg.total_steps == 1_000_000 and isinstance(cfg.total_steps, int)
+    cfg = load_config(Schema, None, ["lr=1e-4", "total_steps=2e3", "seed=1e1"])
+    assert (cfg.lr, cfg.total_steps, cfg.seed) == (1e-4, 2000, 10)
+    for override, message in [
+        ("lr=1e-4x", "config key 'lr': expected a number, got '1e-4x'"),
+        ("lr=nan", "config key 'lr': expected a number, got 'nan'"),
+        ("total_steps=1.5e0", "config key 'total_steps': expected an integer, got '1.5e0'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(Schema, None, [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("replay.replay_ratio=-1", "replay.replay_ratio must be > 0, got -1.0"),
+        ("replay.replay_ratio=0", "replay.replay_ratio must be > 0, got 0.0"),
+        ("replay.capacity=-5", "replay.capacity must be >= 1, got -5"),
+        ("replay.learning_starts=-1", "replay.learning_starts must be >= 0, got -1"),
+        ("replay.beta_start=1.5", r"replay.beta_start must be in \[0, 1\], got 1.5"),
+        ("replay.priority_eps=0", "replay.priority_eps must be > 0, got 0.0"),
+        ("agent.batch_size=0", "agent.batch_size must be >= 1, got 0"),
+        ("agent.n_step=0", "agent.n_step must be >= 1, got 0"),
+        ("agent.gamma=0", r"agent.gamma must be in \(0, 1\], got 0.0"),
+        ("agent.gamma=1.01", r"agent.gamma must be in \(0, 1\], got 1.01"),
+        ("agent.lr=0", "agent.lr must be > 0, got 0.0"),
+        ("agent.epsilon_start=1.2", r"agent.epsilon_start must be in \[0, 1\], got 1.2"),
+        ("agent.epsilon_end=-0.1", r"agent.epsilon_end must be in \[0, 1\], got -0.1"),
+        ("agent.max_grad_norm=0", "agent.max_grad_norm must be > 0 \\(or null"),
+        ("agent.target_update_period=0", "agent.target_update_period must be >= 1, got 0"),
+        ("env.num_envs=0", "env.num_envs must be >= 1, got 0"),
+        ("env.repeat_action_probability=2", r"env.repeat_action_probability must be in \[0, 1\]"),
+        ("eval.num_envs=0", "eval.num_envs must be >= 1, got 0"),
+        ("eval.epsilon=-1", r"eval.epsilon must be in \[0, 1\], got -1.0"),
+        ("eval.episodes=-1", "eval.episodes must be >= 0"),
+        ("keep_checkpoints=0", "keep_checkpoints must be >= 1, got 0"),
+        ("total_steps=0", "total_steps must be >= 1, got 0"),
+    ],
+)
+def test_dqn_values_that_make_no_sense_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DQNConfig, None, [override])
+
+
+def test_dqn_replay_must_hold_a_batch_and_split_evenly_over_the_envs():
+    # Without this check a too small buffer fails only once learning starts, many steps in.
+    with pytest.raises(ConfigError, match=r"replay.capacity \(16\) must be at least agent.batch_size \(32\)"):
+        load_config(DQNConfig, None, ["replay.capacity=16", "agent.batch_size=32"])
+    with pytest.raises(
+        ConfigError, match=r"replay.capacity \(1001\) must be a multiple of env.num_envs \(2\)"
+    ):
+        load_config(DQNConfig, None, ["replay.capacity=1001", "env.num_envs=2"])
+    cfg = load_config(DQNConfig, None, ["replay.capacity=32", "agent.batch_size=32", "agent.lr=1e-4"])
+    assert cfg.replay.capacity == 32 and cfg.agent.lr == 1e-4

@@ -50,3 +50,13 @@ def test_dqn_learning_quick_trains_evaluates_and_scores_against_random(tmp_path)
     assert figures["boxing_s1_train_wall_time"]["value"] > 0
     result = json.loads((tmp_path / "boxing-s1-3000.eval.json").read_text())["results"][0]
     assert result["episodes"] == 3 and result["mean"] == pytest.approx(score["value"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_dqn_resume_quick_times_restores_at_two_run_lengths():
+    figures = _bench("dqn-resume")
+    for steps in (800, 3200):
+        restore = figures[f"restore_seconds_at_{steps}_steps"]
+        assert restore["reference"] == "full_action_replay_from_step_0" and restore["value"] > 0
+    growth = figures["restore_time_growth"]
+    assert growth["target"] == 1.5 and growth["reference"] == "full_action_replay_growth"

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,27 @@ def test_evaluate_script_names_a_missing_checkpoint(tmp_path):
         _main(evaluate_dqn, ["--checkpoint", str(tmp_path / "nope")])
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--num-envs", "0"), ("--num-envs", "-2"), ("--episodes", "0")]
+)
+def test_evaluate_script_refuses_counts_below_one(tmp_path, run_script, option, value):
+    result = run_script(evaluate_dqn.main, "--checkpoint", tmp_path / "nope", option, value)
+    assert result.returncode == 2  # refused while parsing, before any checkpoint is read
+    assert f"argument {option}: must be >= 1, got {int(value)}" in result.stderr
+
+
+def test_resuming_with_total_steps_below_the_current_step_is_refused(shared_run, tmp_path, run_script):
+    run_dir = tmp_path / "run"
+    shutil.copytree(shared_run.run_dir, run_dir)
+    written = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    result = run_script(train_dqn.main, "--resume", run_dir, "total_steps=80")
+    assert result.returncode == 2
+    assert "error: total_steps=80 is below where the run already is (step 100 (update " in result.stderr
+    assert "pass total_steps=100 or more to continue it" in result.stderr
+    # Nothing was written: config.yaml still says 100, the checkpoints and event files are untouched.
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == written
+
+
 # -- what one run writes ---------------------------------------------------------------------------
 
 
@@ -184,9 +206,11 @@ def test_a_run_writes_its_directory_and_checkpoints_on_the_shared_schedule(share
     replays = sorted(path.name for path in (run / "checkpoints").glob("replay_*.pt"))
     assert replays == ["replay_000000000060.pt", "replay_000000000100.pt"]
     final = load_file(run / "checkpoints" / "ckpt_000000000100.pt")
-    # One byte per env step: 50 loop iterations of 2 envs, every action legal in Pong's minimal set.
-    assert final["actions"].dtype == torch.uint8 and final["actions"].shape == (50, 2)
-    assert int(final["actions"].max()) < 6
+    # Resume needs only the current episodes: 50 loop iterations of 2 envs whose episodes are cut at
+    # 30 agent steps leave both in their second episode, 20 steps in; one byte per action.
+    episodes, actions = final["episodes"], final["episode_actions"]
+    assert episodes["episode_index"].tolist() == [1, 1] and episodes["episode_length"].tolist() == [20, 20]
+    assert actions.dtype == torch.uint8 and actions.shape == (20, 2) and int(actions.max()) < 6
     assert final["global_step"] == 100 and final["last_eval_step"] == 100
 
 
@@ -265,7 +289,8 @@ def _assert_same_run(a: dict, b: dict) -> None:
     for name in ("q_network", "target_network"):
         x, y = a["agent"][name], b["agent"][name]
         assert all(torch.equal(x[k], y[k]) for k in x), name
-    assert torch.equal(a["actions"], b["actions"])
+    assert torch.equal(a["episode_actions"], b["episode_actions"])
+    assert a["episodes"]["episode_length"].tolist() == b["episodes"]["episode_length"].tolist()
     assert torch.equal(a["generator"], b["generator"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 

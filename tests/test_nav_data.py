@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -259,6 +261,74 @@ def test_tsv_errors(tmp_path: Path, line: str, message: str) -> None:
         load_features_tsv(tmp_path / "bad.tsv", feature_dim=4)
 
 
+def test_garbled_hdf5_is_an_error_naming_the_file_never_wrong_values(tmp_path: Path) -> None:
+    """Random bytes, half a file and 64 garbled bytes at 48 places: each load is a NavDataError naming
+    the file or returns the features as written (damage in unused space), never another error."""
+    good = tmp_path / "good.hdf5"
+    write_features_hdf5(good, _random_features(n=6, dim=8))
+    written = load_features_hdf5(good)
+    blob = good.read_bytes()
+    rng = np.random.default_rng(0)
+    garbled = {"random bytes": rng.bytes(len(blob)), "truncated": blob[: len(blob) // 2]}
+    for offset in range(0, len(blob) - 64, len(blob) // 48):
+        garbled[f"64 bytes at {offset}"] = blob[:offset] + rng.bytes(64) + blob[offset + 64 :]
+    path = tmp_path / "garbled.hdf5"
+    errors = 0
+    for damage, data in garbled.items():
+        path.write_bytes(data)
+        try:
+            loaded = load_features_hdf5(path)
+        except NavDataError as exc:
+            assert str(exc).startswith(f"{path}: "), damage
+            errors += 1
+            continue
+        assert loaded.keys() == written.keys(), damage
+        assert all(np.array_equal(loaded[k], written[k]) for k in written), damage
+    assert errors > len(garbled) // 4  # most of a small file is spare room in its indexes
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_features_are_an_error_naming_the_key(tmp_path: Path, value: float) -> None:
+    features = _random_features()
+    features["scanA_vp1"][4, 2] = value
+    write_features_hdf5(tmp_path / "f.hdf5", features)
+    with pytest.raises(NavDataError, match=r"f\.hdf5: feature 'scanA_vp1' has non-finite values"):
+        load_features_hdf5(tmp_path / "f.hdf5")
+    assert list(load_features_hdf5(tmp_path / "f.hdf5", ["scanA_vp2"])) == ["scanA_vp2"]
+    write_features_tsv(tmp_path / "f.tsv", features)
+    with pytest.raises(NavDataError, match=r"f\.tsv: feature 'scanA_vp1' has non-finite values"):
+        load_features_tsv(tmp_path / "f.tsv", feature_dim=5)
+
+
+def test_wrong_shape_or_dtype_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    good = _random_features()
+    cases = {  # features as stored, the bad key, the complaint
+        "[36, 0] alone": (
+            {"scanA_vp0": np.zeros((36, 0), np.float32)},
+            "scanA_vp0",
+            r"\[36, 0\], expected \[36, D\]",
+        ),
+        "[36, 6]": (
+            {**good, "scanA_vpx": np.zeros((36, 6), np.float32)},
+            "scanA_vpx",
+            r"\[36, 6\], expected \[36, 5\]",
+        ),
+        "[36]": ({**good, "scanA_vpx": np.zeros(36, np.float32)}, "scanA_vpx", r"\[36\], expected \[36, 5\]"),
+        "int32": (
+            {**good, "scanA_vpx": np.zeros((36, 5), np.int32)},
+            "scanA_vpx",
+            "dtype int32, expected floats",
+        ),
+    }
+    for case, (features, key, message) in cases.items():
+        path = tmp_path / f"{case}.hdf5"
+        with h5py.File(path, "w") as f:  # as is: write_features_hdf5 would cast to floats
+            for name, value in features.items():
+                f.create_dataset(name, data=value)
+        with pytest.raises(NavDataError, match=re.escape(f"{path}: feature {key!r} has ") + ".*" + message):
+            load_features_hdf5(path)
+
+
 def test_dataset_features_in_packing_order(data_dir: Path) -> None:
     dataset = NavDataset(data_dir)
     scans = dataset.scans[:2]
@@ -287,6 +357,17 @@ def test_features_missing_for_used_viewpoint(copy_dir: Path) -> None:
         dataset.load_features("random", dataset.scans)
     with pytest.raises(FileNotFoundError, match="available"):
         dataset.load_features("clip", dataset.scans)
+
+
+def test_dataset_features_with_nan_name_the_file_and_key(copy_dir: Path) -> None:
+    dataset = NavDataset(copy_dir)
+    path = copy_dir / "features" / "random.hdf5"
+    table = load_features_hdf5(path)
+    victim = NavDataset.viewpoint_keys([dataset.graph(dataset.scans[1])])[2]
+    table[victim][0, 0] = np.nan
+    write_features_hdf5(path, table)
+    with pytest.raises(NavDataError, match=re.escape(f"{path}: feature '{victim}' has non-finite values")):
+        dataset.load_features("random", dataset.scans)
 
 
 # -- tokenizer and vocabulary ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import lodestar.envs.nav.perception.features as features_module
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.errors import NavDataError
 from lodestar.envs.nav.data.features import load_features_hdf5
-from lodestar.envs.nav.perception.features import FeatureConfig, build_features, feature_file
+from lodestar.envs.nav.perception.features import FeatureConfig, build_features, feature_file, journal_dir
 from lodestar.envs.nav.perception.semantics import DESCRIPTOR_DIM, NUM_CATEGORIES, NUM_ROOM_TYPES
 from lodestar.envs.nav.perception.view_encoder import (
     EncoderConfig,
@@ -69,7 +69,7 @@ def test_oracle_store_has_every_viewpoint_as_float16_36xD(world, oracle_store):
     assert sorted(data) == sorted(all_keys(world))
     for array in data.values():
         assert array.shape == (36, DESCRIPTOR_DIM) and array.dtype == np.float16
-    assert not oracle_store.with_name("oracle.hdf5.partial").exists()
+    assert not journal_dir(oracle_store).exists()
     summary = json.loads((world / "features" / "oracle_summary.json").read_text())
     assert summary["feature_dim"] == DESCRIPTOR_DIM and summary["viewpoints"] == len(data)
     assert summary["scans_written"] == len(NavDataset(world).scans)
@@ -91,33 +91,36 @@ def test_simulator_loads_the_written_features(world, oracle_store):
     assert torch.equal(obs["pano_feats"][0, :, :DESCRIPTOR_DIM], torch.from_numpy(stored))
 
 
-def interrupt_after(monkeypatch, scans_done: int, partial_key: bool = True) -> list[str]:
-    """Make ``_write_scan`` stop the build (as Ctrl-C would) when it starts scan ``scans_done + 1``."""
-    real = features_module._write_scan
+def interrupt_after(monkeypatch, scans_done: int) -> list[str]:
+    """Make ``_render_scan`` stop the build (as Ctrl-C would) when it starts scan ``scans_done + 1``."""
+    real = features_module._render_scan
     calls: list[str] = []
 
-    def write(handle, scan, viewpoints, *args, **kwargs):
+    def render(scan, *args, **kwargs):
         calls.append(scan)
         if len(calls) > scans_done:
-            if partial_key:  # half a scan on disk, as if cut off while writing
-                handle.create_dataset(f"{scan}_{viewpoints[0]}", data=np.full((36, 3), 7, np.float16))
             raise KeyboardInterrupt
-        return real(handle, scan, viewpoints, *args, **kwargs)
+        return real(scan, *args, **kwargs)
 
-    monkeypatch.setattr(features_module, "_write_scan", write)
+    monkeypatch.setattr(features_module, "_render_scan", render)
     return calls
 
 
 def record_scans(monkeypatch) -> list[str]:
-    real = features_module._write_scan
+    real = features_module._render_scan
     calls: list[str] = []
 
-    def write(handle, scan, *args, **kwargs):
+    def render(scan, *args, **kwargs):
         calls.append(scan)
-        return real(handle, scan, *args, **kwargs)
+        return real(scan, *args, **kwargs)
 
-    monkeypatch.setattr(features_module, "_write_scan", write)
+    monkeypatch.setattr(features_module, "_render_scan", render)
     return calls
+
+
+def journalled_scans(world: Path, name: str) -> list[str]:
+    """The scans an interrupted build has finished, from its journal folder."""
+    return sorted(p.stem for p in journal_dir(feature_file(world, name)).glob("*.hdf5"))
 
 
 @pytest.mark.parametrize("kind", ["oracle", "cnn"])
@@ -132,11 +135,9 @@ def test_interrupted_build_resumes_to_the_same_result(tmp_path, perception_world
     interrupt_after(monkeypatch, scans_done=1)
     with pytest.raises(KeyboardInterrupt):
         build_features(resumed_world, kind, cheap_features(kind), "cpu", show_progress=False)
-    partial = feature_file(resumed_world, kind).with_name(f"{kind}.hdf5.partial")
-    assert partial.exists() and not feature_file(resumed_world, kind).exists()
+    assert not feature_file(resumed_world, kind).exists()
     scans = NavDataset(resumed_world).scans
-    with h5py.File(partial, "r") as f:
-        assert json.loads(f.attrs["complete_scans"]) == scans[:1]
+    assert journalled_scans(resumed_world, kind) == scans[:1]
 
     monkeypatch.undo()
     calls = record_scans(monkeypatch)
@@ -146,6 +147,7 @@ def test_interrupted_build_resumes_to_the_same_result(tmp_path, perception_world
     assert sorted(resumed) == sorted(reference)
     for key, array in reference.items():
         assert np.array_equal(resumed[key], array), key
+    assert not journal_dir(feature_file(resumed_world, kind)).exists()
     # A finished store is kept as it is.
     calls.clear()
     build_features(resumed_world, kind, cheap_features(kind), "cpu", show_progress=False)

@@ -115,15 +115,18 @@ def test_trajectory_errors() -> None:
         episode_metrics(LINE, ["v0"], ["v0"])
 
 
-def test_evaluate_means_and_missing_predictions() -> None:
+def test_evaluate_means_and_missing_or_unknown_predictions() -> None:
     episodes = [Episode(1, "line", 0.0, REF, ["a", "b"])]
-    preds = {"1_0": REF, "1_1": ["v0", "v1", "v0"], "99_0": ["v0"]}  # 99_0 is another split's: ignored
+    preds = {"1_0": REF, "1_1": ["v0", "v1", "v0"]}
     summary, per_instr = evaluate(episodes, {"line": LINE}, preds)
     assert set(per_instr) == {"1_0", "1_1"}
     assert summary["sr"] == 0.5 and summary["tl"] == 5.0 and summary["ne"] == 3.0
     assert list(summary) == list(METRIC_KEYS)
     with pytest.raises(KeyError, match="missing predictions for 1 of 2 instructions: 1_1"):
         evaluate(episodes, {"line": LINE}, {"1_0": REF})
+    # An id the episodes do not have (another split's, a typo) is not silently left out of the scores.
+    with pytest.raises(KeyError, match=r"2 prediction\(s\) for instr_id\(s\) not in split 'val': 99_0, 1_9"):
+        evaluate(episodes, {"line": LINE}, {**preds, "99_0": ["v0"], "1_9": REF}, split="val")
 
 
 def test_submission_format_round_trip(tmp_path: Path) -> None:
@@ -188,6 +191,20 @@ def test_evaluate_nav_cli(dataset_dir: Path, tmp_path: Path, run_script) -> None
     assert (
         f"missing predictions for 1 of {len(records)} instructions: {records[0]['instr_id']}"
         in missing.stderr
+    )
+
+    stray = {"instr_id": "999999_0", "trajectory": records[0]["trajectory"]}
+    write_predictions(tmp_path / "p.json", [*records, stray])
+    unknown = run_script(evaluate_nav.main, *common, "--json")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "error: 1 prediction(s) for instr_id(s) not in split 'val_unseen': 999999_0" in unknown.stderr
+
+    off_graph = {**records[0], "trajectory": [*records[0]["trajectory"], ["no-such-viewpoint", 0.0, 0.0]]}
+    write_predictions(tmp_path / "p.json", [off_graph, *records[1:]])
+    outside = run_script(evaluate_nav.main, *common, "--json")
+    assert outside.returncode == 2
+    assert (
+        f"instr_id {records[0]['instr_id']}: viewpoint 'no-such-viewpoint' is not in scan" in outside.stderr
     )
 
 

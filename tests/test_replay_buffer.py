@@ -201,6 +201,53 @@ def test_save_load_round_trip_resumes_exactly(config: str, tmp_path: Path) -> No
     )
 
 
+def _tensors(state: object) -> list[torch.Tensor]:
+    """Every tensor of a nested state, in a fixed order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for key in sorted(state) for t in _tensors(state[key])]
+    if isinstance(state, (list, tuple)):
+        return [t for item in state for t in _tensors(item)]
+    return []
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_mostly_empty_buffer_saves_only_its_filled_part_and_loads_back_exactly(
+    config: str, tmp_path: Path
+) -> None:
+    kwargs = CONFIGS[config]
+    original = make(capacity=NUM_ENVS * 2000, **kwargs)
+    feeder = Feeder(seed=7)
+    feeder.feed(original, 20)  # 1% of the 2,000 rows
+    if original.sampler.__class__.__name__ == "PrioritizedSampler":
+        batch = original.sample(16, torch.Generator().manual_seed(1))
+        original.update_priorities(batch.indices, torch.rand(16, generator=torch.Generator().manual_seed(2)))
+    original.save(tmp_path / "replay.pt")
+    # What is saved follows what the buffer holds, not its capacity: a few percent of the memory.
+    saved = (tmp_path / "replay.pt").stat().st_size
+    assert saved < original.nbytes() / 20, (saved, original.nbytes())
+    # Partial tensors are copies: torch.save of a view would write the whole storage behind it.
+    state = original.state_dict()
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in _tensors(state))
+
+    loaded = ReplayBuffer.load(tmp_path / "replay.pt")
+    for mine, theirs in zip(_tensors(state), _tensors(loaded.state_dict()), strict=True):
+        assert torch.equal(mine, theirs)
+    assert loaded.nbytes() == original.nbytes()  # back in full-capacity tensors
+    assert same(
+        original.sample(12, torch.Generator().manual_seed(3)),
+        loaded.sample(12, torch.Generator().manual_seed(3)),
+    )
+    for args in feeder.steps(30):
+        original.add(*args)
+        loaded.add(*args)
+    assert same(
+        original.sample(12, torch.Generator().manual_seed(5)),
+        loaded.sample(12, torch.Generator().manual_seed(5)),
+    )
+
+
 def test_load_state_into_a_buffer_with_different_arguments_is_refused(tmp_path: Path) -> None:
     buffer = make(frame_stack=K)
     Feeder().feed(buffer, 3)

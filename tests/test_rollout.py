@@ -87,3 +87,18 @@ def test_action_log_is_opt_in_and_holds_bytes():
     wide.reset()
     with pytest.raises(ValueError, match="0..255"):
         wide.step()
+
+
+def test_action_log_keeps_only_what_resume_needs_and_continues_after_a_restore():
+    env = CountdownEnv([4, 4])
+    collector = RolloutCollector(env, lambda obs: torch.tensor([1, 2]), record_actions=True)
+    collector.reset()
+    collector.collect(5)
+    collector.keep_recent_actions(2)
+    assert collector.recorded_actions().tolist() == [[1, 2], [1, 2]]
+    collector.keep_recent_actions(10)  # never more than it has
+    assert collector.recorded_actions().shape == (2, 2)
+    restored = RolloutCollector(CountdownEnv([4, 4]), lambda obs: torch.tensor([0, 1]), record_actions=True)
+    restored.resume_at(collector.obs, collector.global_step, collector.recorded_actions())
+    restored.step()
+    assert restored.global_step == 12 and restored.recorded_actions().tolist() == [[1, 2], [1, 2], [0, 1]]

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig
 from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager
 from lodestar.runtime.cli import resolve_run, run_main, training_parser
-from lodestar.runtime.config import save_config
+from lodestar.runtime.config import ConfigError, save_config
 from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.run_lock import RunLockedError
 from lodestar.runtime.training import (
@@ -95,10 +96,15 @@ def test_distributed_runs_need_a_name(tmp_path: Path) -> None:
 
 
 def test_a_new_run_over_existing_checkpoints_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "runs" / "taken" / "checkpoints").mkdir(parents=True)
+    checkpoints = tmp_path / "runs" / "taken" / "checkpoints"
+    checkpoints.mkdir(parents=True)
     args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(
         ["--config", str(_write_config(tmp_path)), "name=taken"]
     )
+    # What a kill inside the first checkpoint write leaves is no run to protect: it starts anew.
+    (checkpoints / ".ckpt_000000000004.pt.x.tmp").write_bytes(b"partial")
+    assert resolve_run(SpeakerTrainConfig, args, "toy").run_dir == tmp_path / "runs" / "taken"
+    CheckpointManager(checkpoints).save({}, 4, {})
     with pytest.raises(ValueError, match=r"already has checkpoints: use --resume .*taken"):
         resolve_run(SpeakerTrainConfig, args, "toy")
 
@@ -171,6 +177,8 @@ class ToyTrainer(IterationTrainer[SpeakerTrainConfig, ToyResult]):
     def log_progress(self, logger: RunLogger | None, span: Span) -> None:
         self.calls.append(("log", self.iteration))
         self.logged.append(span)
+        if logger is not None:
+            logger.scalar("train/loss", span.means["loss"], self.iteration)
 
     def scheduled_evaluation(self, logger: RunLogger | None) -> None:
         self.calls.append(("eval", self.iteration))
@@ -371,3 +379,67 @@ def test_a_task_is_due_when_the_counter_crosses_a_multiple_of_its_period() -> No
     # Counted by 3 (e.g. env steps of 3 envs): each multiple of 4 fires once, at the first count past it.
     assert [count for count in range(3, 25, 3) if due(count, 4, increment=3)] == [6, 9, 12, 18, 21, 24]
     assert not any(due(count, 0, 3) for count in range(3, 25, 3))  # period 0: never
+
+
+def test_resuming_with_a_total_below_the_current_step_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    ToyTrainer(toy_config(), run).train()  # checkpoints at 4 and 7
+    config_file = run / "config.yaml"
+    written = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    message = r"iterations=5 is below where the run already is \(iteration 7\): pass iterations=7 or more"
+    with pytest.raises(ConfigError, match=message):
+        train_run(ToyTrainer(toy_config(iterations=5), run), resume=True)
+    restored = ToyTrainer(toy_config(iterations=5), run)
+    restored.restore()
+    with pytest.raises(ConfigError, match=message):  # a trainer restored by hand is refused the same way
+        restored.train()
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == written
+    assert "iterations: 7" in config_file.read_text()
+    # The run's own total (it is finished) and a larger one are accepted.
+    assert train_run(ToyTrainer(toy_config(iterations=9), run), resume=True).iterations == 9
+
+
+CRASH_AFTER_CHECKPOINT = """
+import os, signal, sys
+from pathlib import Path
+from tests.test_training_runtime import ToyTrainer, toy_config
+
+trainer = ToyTrainer(toy_config(iterations=12, log_every=1, eval_every=0, checkpoint_every=4), Path(sys.argv[1]))
+
+def crash(toy):
+    if toy.iteration == int(sys.argv[2]):  # killed with no chance to flush or checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+
+trainer.callbacks.append(crash)
+trainer.train()
+"""
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "resumed_from"), [(10, 8), pytest.param(3, None, marks=pytest.mark.slow)]
+)
+def test_a_run_continued_after_a_crash_shows_every_logged_step_once(
+    tmp_path: Path, crash_at: int, resumed_from: int | None
+) -> None:
+    run = tmp_path / "run"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_CHECKPOINT, str(run), str(crash_at)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    latest = CheckpointManager(run / "checkpoints").latest()
+    assert (latest and latest.name) == (resumed_from and f"ckpt_{resumed_from:012d}.pt")
+
+    # Resumed from its checkpoint, or started anew when the crash came before the first one.
+    config = toy_config(iterations=12, log_every=1, eval_every=0, checkpoint_every=4)
+    assert train_run(ToyTrainer(config, run), resume=resumed_from is not None).iterations == 12
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    points = [(event.step, event.value) for event in events.Scalars("train/loss")]
+    # The points up to the checkpoint survive the crash, those after it are replaced by the resumed
+    # run's: each step once, with the values of an uninterrupted run (the toy's loss is its iteration).
+    assert points == [(step, float(step)) for step in range(1, 13)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lodestar.runtime.config import require
+
 
 @dataclass
 class AtariEnvConfig:
@@ -20,6 +22,19 @@ class AtariEnvConfig:
     full_action_space: bool = False
     # Training only: a lost life ends the bootstrap (the game goes on); evaluation always plays full games.
     terminal_on_life_loss: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.num_envs >= 1, "env.num_envs", ">= 1", self.num_envs)
+        require(self.num_threads >= 0, "env.num_threads", ">= 0 (0: ale-py's default)", self.num_threads)
+        require(
+            0.0 <= self.repeat_action_probability <= 1.0,
+            "env.repeat_action_probability",
+            "in [0, 1]",
+            self.repeat_action_probability,
+        )
+        require(self.frameskip >= 1, "env.frameskip", ">= 1", self.frameskip)
+        require(self.noop_max >= 0, "env.noop_max", ">= 0", self.noop_max)
+        require(self.max_episode_frames >= 1, "env.max_episode_frames", ">= 1", self.max_episode_frames)
 
 
 @dataclass
@@ -43,12 +58,25 @@ class AgentConfig:
     augment: Literal["none", "random_shift"] = "none"
 
     def __post_init__(self) -> None:
-        if self.n_step < 1:
-            raise ValueError(f"agent.n_step must be >= 1, got {self.n_step}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"agent.tau must be in (0, 1], got {self.tau}")
-        if self.batch_size < 1:
-            raise ValueError(f"agent.batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0.0, "agent.lr", "> 0", self.lr)
+        require(self.adam_eps > 0.0, "agent.adam_eps", "> 0", self.adam_eps)
+        require(0.0 < self.gamma <= 1.0, "agent.gamma", "in (0, 1]", self.gamma)
+        require(self.batch_size >= 1, "agent.batch_size", ">= 1", self.batch_size)
+        require(self.n_step >= 1, "agent.n_step", ">= 1", self.n_step)
+        require(
+            self.max_grad_norm is None or self.max_grad_norm > 0.0,
+            "agent.max_grad_norm",
+            "> 0 (or null: no clipping)",
+            self.max_grad_norm,
+        )
+        require(
+            self.target_update_period >= 1, "agent.target_update_period", ">= 1", self.target_update_period
+        )
+        require(0.0 < self.tau <= 1.0, "agent.tau", "in (0, 1]", self.tau)
+        for key in ("epsilon_start", "epsilon_end"):
+            value = getattr(self, key)
+            require(0.0 <= value <= 1.0, f"agent.{key}", "in [0, 1]", value)
+        require(self.epsilon_decay_steps >= 0, "agent.epsilon_decay_steps", ">= 0", self.epsilon_decay_steps)
 
 
 @dataclass
@@ -63,6 +91,17 @@ class ReplayConfig:
     beta_end: float = 1.0
     priority_eps: float = 1e-6
 
+    def __post_init__(self) -> None:
+        require(self.capacity >= 1, "replay.capacity", ">= 1", self.capacity)
+        require(self.learning_starts >= 0, "replay.learning_starts", ">= 0", self.learning_starts)
+        # A ratio of 0 or less would train without a single update.
+        require(self.replay_ratio > 0.0, "replay.replay_ratio", "> 0", self.replay_ratio)
+        require(self.alpha >= 0.0, "replay.alpha", ">= 0", self.alpha)
+        for key in ("beta_start", "beta_end"):
+            value = getattr(self, key)
+            require(0.0 <= value <= 1.0, f"replay.{key}", "in [0, 1]", value)
+        require(self.priority_eps > 0.0, "replay.priority_eps", "> 0", self.priority_eps)
+
 
 @dataclass
 class EvalConfig:
@@ -76,6 +115,21 @@ class EvalConfig:
     repeat_action_probability: float = 0.25
     noop_max: int = 0
     max_episode_frames: int = 108_000
+
+    def __post_init__(self) -> None:
+        require(self.every_steps >= 0, "eval.every_steps", ">= 0 (0: only at the end)", self.every_steps)
+        require(self.episodes >= 0, "eval.episodes", ">= 0 (0: no evaluation)", self.episodes)
+        require(0.0 <= self.epsilon <= 1.0, "eval.epsilon", "in [0, 1]", self.epsilon)
+        require(self.num_envs >= 1, "eval.num_envs", ">= 1", self.num_envs)
+        require(self.video_max_steps >= 1, "eval.video_max_steps", ">= 1", self.video_max_steps)
+        require(
+            0.0 <= self.repeat_action_probability <= 1.0,
+            "eval.repeat_action_probability",
+            "in [0, 1]",
+            self.repeat_action_probability,
+        )
+        require(self.noop_max >= 0, "eval.noop_max", ">= 0", self.noop_max)
+        require(self.max_episode_frames >= 1, "eval.max_episode_frames", ">= 1", self.max_episode_frames)
 
 
 @dataclass
@@ -96,8 +150,29 @@ class DQNConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+        require(self.total_steps >= 1, "total_steps", ">= 1", self.total_steps)
+        require(self.torch_threads >= 0, "torch_threads", ">= 0 (0: torch's default)", self.torch_threads)
+        require(self.log_every_steps >= 0, "log_every_steps", ">= 0 (0: never)", self.log_every_steps)
+        require(
+            self.checkpoint_every_steps >= 0,
+            "checkpoint_every_steps",
+            ">= 0 (0: only the final checkpoint)",
+            self.checkpoint_every_steps,
+        )
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1", self.keep_checkpoints)
+        # Otherwise the first fails only once learning starts, the second as a buffer error naming
+        # neither key.
+        capacity, batch_size, num_envs = self.replay.capacity, self.agent.batch_size, self.env.num_envs
+        if capacity < batch_size:
+            raise ValueError(
+                f"replay.capacity ({capacity}) must be at least agent.batch_size ({batch_size}): "
+                "a batch is drawn from the transitions the buffer holds"
+            )
+        if capacity % num_envs:
+            raise ValueError(
+                f"replay.capacity ({capacity}) must be a multiple of env.num_envs ({num_envs}): "
+                "every env stream gets capacity / num_envs slots"
+            )
 
 
 # Keys that shape the network or the meaning of stored data; a checkpoint must agree on them.

@@ -7,10 +7,11 @@ step of ``env.num_envs`` envs, and ``total_steps``, ``log_every_steps``, ``eval.
 ``checkpoint_every_steps`` are all in env steps.
 
 Resuming is exact on CPU with fixed seeds. The emulators of ale-py's vector env cannot be
-snapshotted, so the collector records the actions sent to the env (one byte per env step) and every
-checkpoint holds them; a resumed run re-seeds the envs and replays those actions to bring every
-emulator back to where it was, then restores networks, optimizer, counters, RNG states and the
-replay buffer.
+snapshotted, but every episode of the seeded env starts from a known seed, so a checkpoint holds each
+env's episode seed and the actions of its current episode (the collector records actions, one byte
+per env step); a resumed run restarts each emulator from that seed and replays those actions, which
+costs one episode per env however long the run is, then restores networks, optimizer, counters, RNG
+states and the replay buffer of the same step.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def make_replay(config: DQNConfig, device: torch.device) -> ReplayBuffer:
 
 class DQNTrainer(Trainer[DQNConfig, TrainResult]):
     """Owns one run: env, replay, agent, logger and checkpoints under ``run_dir``."""
+
+    total_key = "total_steps"
 
     def __init__(
         self, config: DQNConfig, run_dir: str | Path, callbacks: Sequence[Callable[[DQNTrainer], None]] = ()
@@ -276,11 +279,16 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
     # -- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """The checkpoint at this step, with the replay buffer of the same step as its companion."""
+        episodes = self.env.episode_state()
+        horizon = int(episodes["episode_length"].max(initial=0))
+        # Only the current episodes' actions are needed to resume, so the log keeps no more.
+        self.collector.keep_recent_actions(horizon)
         state = {
             "agent": self.agent.state_dict(),
             "global_step": self.collector.global_step,
             "updates_owed": self.updates_owed,
-            "actions": self.collector.recorded_actions(),
+            "episodes": episodes,
+            "episode_actions": self.collector.recorded_actions(),
             "rng": rng_state(),
             "generator": self.generator.get_state(),
             "episode_returns": list(self.episode_returns),
@@ -294,6 +302,11 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
     def restore(self, checkpoint: str | Path | None = None) -> None:
         """Load the newest (or given) checkpoint and bring the envs back to the same moment."""
         state, source = self.load_checkpoint(checkpoint, [*ARCHITECTURE_KEYS, "env.num_envs"])
+        if "episodes" not in state:
+            raise CheckpointError(
+                f"{source} was written before Atari episodes were seeded one by one: it can be evaluated, "
+                "but this version cannot resume it exactly"
+            )
         # Everything is read before anything changes: a checkpoint that fails to load leaves the
         # trainer as it was, so an older one can be tried.
         replay = (
@@ -304,11 +317,9 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
         self.agent.load_state_dict(state["agent"], source)
         if replay is not None:
             self.replay.load_state_dict(replay)
-        self.collector.replay_actions(state["actions"], seed=self.config.seed)
-        if self.collector.global_step != state["global_step"]:
-            raise CheckpointError(
-                f"{source}: replayed {self.collector.global_step} steps but the checkpoint is at {state['global_step']}"
-            )
+        actions = state["episode_actions"]
+        obs = self.env.restore_episodes(state["episodes"], actions.numpy().astype(np.int64))
+        self.collector.resume_at(obs, int(state["global_step"]), actions)
         self.updates_owed = float(state["updates_owed"])
         self.episode_returns = list(state["episode_returns"])
         self.clipped_running = state["clipped_running"].to(self.device)

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "replay": "benchmarks.replay",
     "dqn-speed": "benchmarks.dqn_speed",
     "dqn-learning": "benchmarks.dqn_learning",
+    "dqn-resume": "benchmarks.dqn_resume",
     "nav-world": "benchmarks.nav_world",
     "nav-sim": "benchmarks.nav_sim",
     "nav-render": "benchmarks.nav_render",

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from itertools import pairwise
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-import h5py
 import numpy as np
 
 from lodestar.envs.nav.data.errors import NavDataError, read_json

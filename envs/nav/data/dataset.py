@@ -14,26 +14,19 @@ naming the file and the offending item.
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from functools import cached_property
-from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
-import h5py
 import numpy as np
 
+from lodestar.envs.nav.data.connectivity import connectivity_path, list_scans, load_connectivity
 from lodestar.envs.nav.data.errors import NavDataError
-from lodestar.envs.nav.data.connectivity import connectivity_path, load_connectivity, list_scans
-from lodestar.envs.nav.data.r2r import Episode, load_r2r, validate_episodes
 from lodestar.envs.nav.data.features import feature_key, load_features_hdf5, load_features_tsv
-from lodestar.envs.nav.data.tokenizer import VOCAB_FILE, Vocab, build_vocab
 from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode, load_r2r, validate_episodes
+from lodestar.envs.nav.data.tokenizer import VOCAB_FILE, Vocab, build_vocab
 
 
 class NavDataset:
@@ -104,7 +97,11 @@ class NavDataset:
         )
 
     def load_features(self, name: str, scans: Sequence[str], tsv_dim: int = 2048) -> np.ndarray:
-        """A ``[num_viewpoints, 36, D]`` array for every viewpoint of ``scans``, in packing order."""
+        """A ``[num_viewpoints, 36, D]`` array for every viewpoint of ``scans``, in packing order.
+
+        Every viewpoint must have a finite float ``[36, D]`` feature (one ``D``); a missing, invalid or
+        damaged one is a :class:`NavDataError` naming the file (and the feature, where there is one).
+        """
         keys = self.viewpoint_keys(self.graph(s) for s in scans)
         path = self.feature_path(name)
         if path.suffix == ".tsv":

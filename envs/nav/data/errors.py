@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
-
-import h5py
-import numpy as np
 
 
 class NavDataError(ValueError):
     """A navigation data file is missing, malformed or inconsistent with the graphs."""
-
 
 
 def read_json(path: Path) -> Any:
@@ -30,4 +19,3 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NavDataError(f"{path}: not valid JSON ({exc})") from None
-

@@ -1,15 +1,19 @@
-"""View features on disk: HDF5 ``"<scan>_<viewpoint>" -> [36, D]`` and the older base64 TSV."""
+"""View features on disk: HDF5 ``"<scan>_<viewpoint>" -> [36, D]`` and the older base64 TSV.
+
+Writers never leave half a file behind: :func:`atomic_hdf5` fills a temporary file next to the
+target, fsyncs it and renames it over the target. Datasets carry HDF5's Fletcher-32 checksum (a
+filter every HDF5 library reads), so a file damaged on disk fails to load instead of loading wrong
+values. Readers check keys, shapes, dtypes and finite values, and turn every h5py error into a
+:class:`NavDataError` naming the file (and the feature, where there is one).
+"""
 
 from __future__ import annotations
 
 import base64
-import json
-import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from itertools import pairwise
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,57 +22,140 @@ import numpy as np
 
 from lodestar.envs.nav.data.errors import NavDataError
 
-
 NUM_VIEWS = 36
 TSV_FIELDS = ("scanId", "viewpointId", "image_w", "image_h", "vfov", "features")
+# What h5py raises on a damaged file: OSError on open and on reading data (checksums included),
+# RuntimeError/KeyError from broken groups and links, ValueError (UnicodeDecodeError) from garbled names.
+HDF5_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def feature_key(scan: str, viewpoint: str) -> str:
     return f"{scan}_{viewpoint}"
 
 
-def _check_feature(array: np.ndarray, key: str, source: Path, dim: int | None) -> np.ndarray:
-    if array.ndim != 2 or array.shape[0] != NUM_VIEWS or (dim is not None and array.shape[1] != dim):
+@contextmanager
+def hdf5_errors(path: Path, what: str) -> Iterator[None]:
+    """Re-raise h5py's errors inside the block as ``NavDataError("<path>: <what> (<h5py message>)")``."""
+    try:
+        yield
+    except NavDataError:
+        raise
+    except HDF5_ERRORS as exc:
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise NavDataError(f"{path}: {what} ({detail})") from None
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder after a rename in it) to disk."""
+    if path.is_dir() and os.name != "posix":
+        return  # only POSIX can open a folder to fsync it
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file :func:`atomic_hdf5` fills for ``path`` (matched by :func:`stale_temp_files`)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def stale_temp_files(path: Path) -> list[Path]:
+    """Temporary files of writes of ``path`` that were killed before they finished."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+@contextmanager
+def atomic_hdf5(path: str | Path, base: Path | None = None) -> Iterator[h5py.File]:
+    """An HDF5 file to fill that replaces ``path`` only once it is complete.
+
+    It starts empty, or as a copy of ``base``. On success it is fsynced and renamed over ``path``, so
+    a reader or a rerun after a crash finds the old file or the new one, never a part of one; on an
+    exception the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        if base is not None:
+            shutil.copyfile(base, tmp)
+        with h5py.File(tmp, "a" if base is not None else "w") as handle:
+            yield handle
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def _check_layout(shape: tuple[int, ...], dtype: np.dtype, key: str, source: Path, dim: int | None) -> None:
+    """A feature must be a float ``[36, D]`` array, ``D >= 1``, with the ``D`` of the features read before it."""
+    if len(shape) != 2 or shape[0] != NUM_VIEWS or shape[1] < 1 or (dim is not None and shape[1] != dim):
         want = f"[{NUM_VIEWS}, {dim if dim is not None else 'D'}]"
-        raise NavDataError(f"{source}: feature {key!r} has shape {list(array.shape)}, expected {want}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise NavDataError(f"{source}: feature {key!r} has dtype {array.dtype}, expected floats")
+        raise NavDataError(f"{source}: feature {key!r} has shape {list(shape)}, expected {want}")
+    if not np.issubdtype(dtype, np.floating):
+        raise NavDataError(f"{source}: feature {key!r} has dtype {dtype}, expected floats")
+
+
+def _check_finite(array: np.ndarray, key: str, source: Path) -> np.ndarray:
+    # A NaN or inf feature would only surface many updates later, as diverged parameters.
+    if not np.isfinite(array).all():
+        raise NavDataError(f"{source}: feature {key!r} has non-finite values")
     return array
 
 
 def write_features_hdf5(
-    path: str | Path, features: Mapping[str, np.ndarray], dtype: Any = np.float16
+    path: str | Path,
+    features: Mapping[str, np.ndarray],
+    dtype: Any = np.float16,
+    attrs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``{"<scan>_<viewpoint>": [36, D]}`` to an HDF5 file (float16 by default)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
+    """Write ``{"<scan>_<viewpoint>": [36, D]}`` (float16 by default) and ``attrs`` to an HDF5 file.
+
+    The file appears complete or not at all (:func:`atomic_hdf5`); each dataset has a checksum.
+    """
+    with atomic_hdf5(path) as f:
+        for name, value in (attrs or {}).items():
+            f.attrs[name] = value
         for key, array in features.items():
-            f.create_dataset(key, data=np.asarray(array, dtype=dtype))
+            f.create_dataset(key, data=np.asarray(array, dtype=dtype), fletcher32=True)
 
 
 def load_features_hdf5(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Read ``[36, D]`` arrays from an HDF5 file: all of them, or only ``keys`` (missing ones are an error)."""
+    """Read ``[36, D]`` arrays from an HDF5 file: all of them, or only ``keys`` (missing ones are an error).
+
+    Every array is checked (shape, float dtype, one ``D``, finite values); a damaged file is a
+    :class:`NavDataError` naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file not found: {path}")
-    try:
+    with hdf5_errors(path, "not a readable HDF5 file"):
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise NavDataError(f"{path}: not a readable HDF5 file ({exc})") from None
     out: dict[str, np.ndarray] = {}
     dim = None
-    with f:
+    with f, hdf5_errors(path, "damaged HDF5 file; rebuild or re-download it"):
         wanted = list(f.keys()) if keys is None else list(keys)
         missing = [k for k in wanted if k not in f]
         if missing:
             raise NavDataError(f"{path}: no features for {len(missing)} viewpoints, e.g. {missing[:5]}")
         for key in wanted:
-            if not isinstance(f[key], h5py.Dataset):
-                raise NavDataError(f"{path}: {key!r} is a group, not a [{NUM_VIEWS}, D] array")
-            array = _check_feature(np.asarray(f[key][()]), key, path, dim)
-            dim = array.shape[1]
-            out[key] = array
+            out[key] = _read_feature(f, key, path, dim)
+            dim = out[key].shape[1]
     return out
+
+
+def _read_feature(f: h5py.File, key: str, path: Path, dim: int | None) -> np.ndarray:
+    """One checked ``[36, D]`` array; the layout is checked before reading, so a garbled shape costs nothing."""
+    item = f[key]
+    if not isinstance(item, h5py.Dataset):
+        raise NavDataError(f"{path}: {key!r} is a group, not a [{NUM_VIEWS}, D] array")
+    _check_layout(item.shape, item.dtype, key, path, dim)
+    with hdf5_errors(path, f"cannot read feature {key!r}; the file is damaged"):
+        array = np.asarray(item[()])
+    return _check_finite(array, key, path)
 
 
 def write_features_tsv(
@@ -120,7 +207,8 @@ def load_features_tsv(
                     f"{path}: line {line_no} ({key}): {len(raw)} bytes of features, expected "
                     f"{NUM_VIEWS}x{feature_dim} float32 ({NUM_VIEWS * feature_dim * 4} bytes)"
                 )
-            out[key] = np.frombuffer(raw, dtype=np.float32).reshape(NUM_VIEWS, feature_dim)
+            array = np.frombuffer(raw, dtype=np.float32).reshape(NUM_VIEWS, feature_dim)
+            out[key] = _check_finite(array, key, path)
     if wanted is not None:
         missing = sorted(wanted - out.keys())
         if missing:

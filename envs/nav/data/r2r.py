@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from lodestar.envs.nav.data.errors import NavDataError, read_json
@@ -119,5 +115,3 @@ def validate_episodes(episodes: Sequence[Episode], graphs: Mapping[str, NavGraph
         for a, b in pairwise(ep.path):
             if not adjacency[graph.index[a], graph.index[b]]:
                 raise NavDataError(f"{where}: path step {a} -> {b} is not an edge of scan {ep.scan!r}")
-
-

@@ -129,17 +129,25 @@ def evaluate(
     graphs: Mapping[str, NavGraph],
     predictions: Mapping[str, Sequence[str]],
     threshold: float = SUCCESS_DISTANCE,
+    split: str | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Mean metrics over every instruction of ``episodes`` and the per-instruction scores.
 
-    ``predictions`` maps instruction ids to viewpoint sequences; ids of other splits are ignored (as in
-    the official evaluation), but every instruction of ``episodes`` must have a prediction.
+    ``predictions`` maps instruction ids to viewpoint sequences, one for every instruction of
+    ``episodes`` and no other: an id the episodes do not have (another split's, a typo) is an error
+    rather than silently left out of the scores. ``split`` names the episodes in that message.
     """
     wanted = [(ep, ep.instr_id(k)) for ep in episodes for k in range(len(ep.instructions))]
     missing = [iid for _, iid in wanted if iid not in predictions]
     if missing:
-        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise KeyError(f"missing predictions for {len(missing)} of {len(wanted)} instructions: {shown}")
+        raise KeyError(
+            f"missing predictions for {len(missing)} of {len(wanted)} instructions: {_shown(missing)}"
+        )
+    known = {iid for _, iid in wanted}
+    unknown = [iid for iid in predictions if iid not in known]
+    if unknown:
+        where = f"split {split!r}" if split is not None else "the evaluated episodes"
+        raise KeyError(f"{len(unknown)} prediction(s) for instr_id(s) not in {where}: {_shown(unknown)}")
     if not wanted:
         raise ValueError("no instructions to evaluate")
     adjacency = {scan: graphs[scan].adjacency for scan in {ep.scan for ep, _ in wanted}}
@@ -164,7 +172,12 @@ def evaluate_split(
         predictions = load_predictions(predictions)
     episodes = dataset.episodes(split)
     graphs = dataset.graphs(sorted({ep.scan for ep in episodes}))
-    return evaluate(episodes, graphs, predictions, threshold)
+    return evaluate(episodes, graphs, predictions, threshold, split=split)
+
+
+def _shown(ids: Sequence[str], limit: int = 10) -> str:
+    """The first ``limit`` ids, comma-separated, for an error message."""
+    return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
 
 
 def load_predictions(path: str | Path) -> dict[str, list[str]]:

@@ -10,20 +10,22 @@
 
 A ``<name>_summary.json`` next to it records the encoder quality, the baselines, timings and sizes.
 
-The build is resumable. Scans are written one at a time into ``<name>.hdf5.partial`` and listed in
-its ``complete_scans`` attribute once fully written; a rerun keeps those, drops the keys of a scan
-that was cut off half way and carries on. Only a complete store is renamed to ``<name>.hdf5``, so
-readers never see a partial one. Settings that change the features (kind, image size, encoder) are
-stored as attributes and checked on resume.
+The build is crash-safe and resumable. Each finished scan goes into its own file in
+``<name>.hdf5.scans/`` (written to a temporary file, fsynced, renamed into place), so a rerun keeps
+every scan finished before an interruption - a kill in the first scan included - and renders the
+rest. With every scan done, the store is assembled in a temporary file (a copy of the existing
+store when scans were added to the world later) and renamed to ``<name>.hdf5``: readers and reruns
+see the old store or the new one, never a part of one. Settings that change the features (kind,
+image size, encoder) are stored as attributes and checked on resume.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +36,16 @@ import torch
 
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.errors import NavDataError
-from lodestar.envs.nav.data.features import NUM_VIEWS, feature_key
+from lodestar.envs.nav.data.features import (
+    HDF5_ERRORS,
+    NUM_VIEWS,
+    atomic_hdf5,
+    feature_key,
+    fsync_path,
+    hdf5_errors,
+    stale_temp_files,
+    write_features_hdf5,
+)
 from lodestar.envs.nav.perception.render import (
     VIEW_ELEVATIONS,
     VIEW_HEADINGS,
@@ -284,6 +295,11 @@ def obtain_encoder(
 # ------------------------------------------------------------------------------------ the store
 
 
+def journal_dir(final: Path) -> Path:
+    """Where a build keeps the scans it has finished, one ``<scan>.hdf5`` each, until it assembles the store."""
+    return final.with_name(final.name + ".scans")
+
+
 def build_features(
     data_dir: str | Path,
     name: str = "cnn",
@@ -299,9 +315,9 @@ def build_features(
     to ``features/<name>_summary.json``.
     """
     final = feature_file(data_dir, name)
-    work = final if final.is_file() else final.with_name(final.name + ".partial")
+    journal = journal_dir(final)
     if config is None:
-        config = _stored_config(work) or FeatureConfig(
+        config = _stored_config([final, *sorted(journal.glob("*.hdf5"))]) or FeatureConfig(
             kind=feature_kind(name) if name in FEATURE_KINDS else "cnn"
         )
     started = time.perf_counter()
@@ -326,40 +342,26 @@ def build_features(
         "encoder": encoder_digest(encoder) if encoder is not None else "",
     }
     timings = {"render_seconds": 0.0, "encode_seconds": 0.0}
-    skipped = written = 0
-    try:
-        handle = h5py.File(work, "a")
-    except OSError as exc:
-        raise NavDataError(f"{work}: cannot open the feature store ({exc}); delete it to rebuild") from None
-    with handle:
-        done = _check_store(handle, work, expected)
-        total = sum(dataset.graph(s).num_viewpoints for s in scans)
-        bar = _progress(show_progress, total=total, desc=f"{name} features", unit="vp")
-        for scan in scans:
-            graph = dataset.graph(scan)
-            if scan in done:
-                skipped += 1
-                bar.update(graph.num_viewpoints)
-                continue
-            _write_scan(
-                handle,
-                scan,
-                graph.viewpoints,
-                graph.positions,
-                houses[scan],
-                renderer,
-                encoder,
-                config,
-                timings,
-                bar,
-            )
-            done.append(scan)
-            handle.attrs["complete_scans"] = json.dumps(done)
-            handle.flush()
-            written += 1
-        bar.close()
-    if work != final:
-        os.replace(work, final)
+    kept = _stored_scans(final, expected)
+    finished = _finished_scans(journal, expected)
+    total = sum(dataset.graph(s).num_viewpoints for s in scans)
+    bar = _progress(show_progress, total=total, desc=f"{name} features", unit="vp")
+    written = 0
+    for scan in scans:
+        graph = dataset.graph(scan)
+        if scan in kept or scan in finished:
+            bar.update(graph.num_viewpoints)
+            continue
+        features = _render_scan(
+            scan, graph.viewpoints, graph.positions, houses[scan], renderer, encoder, config, timings, bar
+        )
+        finished[scan] = _journal_scan(journal, scan, features, expected)
+        written += 1
+    bar.close()
+    added = {scan: finished[scan] for scan in scans if scan in finished and scan not in kept}
+    if added or not final.is_file():
+        _assemble(final, kept, added, expected)
+    _drop_journal(final, journal)
     summary = {
         "name": name,
         "file": str(final),
@@ -368,7 +370,7 @@ def build_features(
         "viewpoints": total,
         "views": total * NUM_VIEWS,
         "scans_written": written,
-        "scans_kept": skipped,
+        "scans_kept": len(scans) - written,
         "device": str(renderer.device),
         **{k: round(v, 2) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - started, 2),
@@ -379,46 +381,111 @@ def build_features(
     return summary
 
 
-def _stored_config(path: Path) -> FeatureConfig | None:
-    """The settings an existing store was built with (None when there is no readable store)."""
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as handle:
-            attrs = {k: handle.attrs[k] for k in ("kind", "image_size", "max_depth") if k in handle.attrs}
-    except OSError:
-        return None  # reported with the file name when the build opens it
-    if len(attrs) < 3:
-        return None
-    return FeatureConfig(
-        kind=feature_kind(str(attrs["kind"])),
-        image_size=int(attrs["image_size"]),
-        max_depth=float(attrs["max_depth"]),
-    )
+def _stored_config(paths: Sequence[Path]) -> FeatureConfig | None:
+    """The settings of the first readable store among ``paths`` (None when there is none)."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            with h5py.File(path, "r") as handle:
+                attrs = {k: handle.attrs[k] for k in ("kind", "image_size", "max_depth") if k in handle.attrs}
+        except HDF5_ERRORS:
+            continue  # reported with the file name when the build reads it
+        if len(attrs) == 3:
+            return FeatureConfig(
+                kind=feature_kind(str(attrs["kind"])),
+                image_size=int(attrs["image_size"]),
+                max_depth=float(attrs["max_depth"]),
+            )
+    return None
 
 
-def _check_store(handle: h5py.File, path: Path, expected: dict[str, Any]) -> list[str]:
-    """Complete scans of an existing store after checking its settings; fresh stores get them written."""
-    if "complete_scans" not in handle.attrs:
-        if len(handle.keys()):
-            raise NavDataError(f"{path}: holds features without build records; delete it to rebuild")
-        for key, value in expected.items():
-            handle.attrs[key] = value
-        handle.attrs["complete_scans"] = "[]"
-        return []
+def _check_settings(attrs: Mapping[str, Any], where: Path, expected: dict[str, Any]) -> None:
+    """Features built with other settings (kind, image size, encoder) must not be mixed with these."""
     for key, value in expected.items():
-        stored = handle.attrs.get(key)
+        stored = attrs.get(key)
         stored = stored.item() if isinstance(stored, np.generic) else stored
         if stored != value:
             raise NavDataError(
-                f"{path}: was built with {key}={stored!r} but this build uses {key}={value!r}; "
+                f"{where}: was built with {key}={stored!r} but this build uses {key}={value!r}; "
                 "delete it (or pick another feature name) to rebuild"
             )
-    return list(json.loads(handle.attrs["complete_scans"]))
 
 
-def _write_scan(
-    handle: h5py.File,
+def _stored_scans(final: Path, expected: dict[str, Any]) -> list[str]:
+    """The scans of an existing store, after checking its settings (none without a store)."""
+    if not final.is_file():
+        return []
+    with hdf5_errors(final, "cannot read the feature store; delete it to rebuild"):
+        with h5py.File(final, "r") as handle:
+            attrs = dict(handle.attrs)
+            if "complete_scans" not in attrs:
+                if len(handle):
+                    raise NavDataError(f"{final}: holds features without build records; delete it to rebuild")
+                return []
+        _check_settings(attrs, final, expected)
+        return list(json.loads(attrs["complete_scans"]))
+
+
+def _finished_scans(journal: Path, expected: dict[str, Any]) -> dict[str, Path]:
+    """The scans an interrupted build finished (``scan -> file``), after checking their settings."""
+    if not journal.is_dir():
+        return {}
+    for tmp in journal.glob(".*.tmp"):
+        tmp.unlink()  # a scan whose write was cut off: it is rendered again
+    finished: dict[str, Path] = {}
+    for part in sorted(journal.glob("*.hdf5")):
+        try:
+            with h5py.File(part, "r") as handle:
+                attrs = dict(handle.attrs)
+        except HDF5_ERRORS:
+            # Scans appear whole (atomic rename), so only damage on disk gets here: render it again.
+            part.unlink()
+            continue
+        _check_settings(attrs, journal, expected)
+        finished[part.stem] = part
+    return finished
+
+
+def _journal_scan(
+    journal: Path, scan: str, features: dict[str, np.ndarray], expected: dict[str, Any]
+) -> Path:
+    """Write one finished scan into the journal (whole or not at all) and return its file."""
+    if not journal.is_dir():
+        journal.mkdir(parents=True)
+        fsync_path(journal.parent)
+    part = journal / f"{scan}.hdf5"
+    write_features_hdf5(part, features, np.float16, expected)
+    return part
+
+
+def _assemble(final: Path, kept: list[str], added: dict[str, Path], expected: dict[str, Any]) -> None:
+    """Write the store: the scans of ``final`` (if any) and the journalled ``added`` ones, in one rename."""
+    for tmp in stale_temp_files(final):
+        tmp.unlink()  # an assembly cut off by a kill
+    with atomic_hdf5(final, final if final.is_file() else None) as handle:
+        for key, value in expected.items():
+            handle.attrs[key] = value
+        for part in added.values():
+            unreadable = "cannot read a finished scan; delete it to render the scan again"
+            with hdf5_errors(part, unreadable), h5py.File(part, "r") as source:
+                features = {key: source[key][()] for key in source}
+            for key, array in features.items():
+                if key in handle:  # half a scan in a store extended in place by older builds
+                    del handle[key]
+                handle.create_dataset(key, data=array, fletcher32=True)
+        handle.attrs["complete_scans"] = json.dumps([*kept, *added])
+
+
+def _drop_journal(final: Path, journal: Path) -> None:
+    """Remove what only an unfinished build needs, once the store holds every scan."""
+    if journal.is_dir():
+        shutil.rmtree(journal)
+    # The single-file work store of older builds; its scans are in the store now.
+    final.with_name(final.name + ".partial").unlink(missing_ok=True)
+
+
+def _render_scan(
     scan: str,
     viewpoints: Sequence[str],
     positions: np.ndarray,
@@ -428,12 +495,9 @@ def _write_scan(
     config: FeatureConfig,
     timings: dict[str, float],
     bar: Any,
-) -> None:
-    """Render and encode every viewpoint of one scan into the store (after dropping partial keys)."""
-    for vp in viewpoints:
-        key = feature_key(scan, vp)
-        if key in handle:
-            del handle[key]
+) -> dict[str, np.ndarray]:
+    """Render and encode every viewpoint of one scan: ``{"<scan>_<viewpoint>": float16 [36, D]}``."""
+    features: dict[str, np.ndarray] = {}
     scene = renderer.scene(house)
     for start in range(0, len(viewpoints), config.batch_viewpoints):
         stop = min(start + config.batch_viewpoints, len(viewpoints))
@@ -450,5 +514,6 @@ def _write_scan(
         timings["render_seconds"] += rendered - began
         timings["encode_seconds"] += time.perf_counter() - rendered
         for k, vp in enumerate(viewpoints[start:stop]):
-            handle.create_dataset(feature_key(scan, vp), data=stored[k])
+            features[feature_key(scan, vp)] = stored[k]
         bar.update(stop - start)
+    return features
