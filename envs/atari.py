@@ -19,12 +19,14 @@ game keeps running.
 - ``life_lost`` (bool): a life was lost this step and the game did not end;
 - ``episode_frame_number`` (int32): emulator frames elapsed in the current episode.
 
-Seeded envs seed every episode: after ``reset(seed)`` env ``i``'s first episode is seeded with
-``seed + i`` and its ``k``-th with a seed derived from ``(seed, i, k)`` (:meth:`AtariVecEnv.episode_seed`),
-by a partial reset of the envs whose episode just ended. An emulator's state is then a function of
-its episode's seed and the actions since that episode began, which is what bounds the cost of exact
-resume by one episode per env (:meth:`AtariVecEnv.episode_state`, :meth:`AtariVecEnv.restore_episodes`)
-instead of the whole run.
+Exact resume without emulator snapshots (ale-py cannot take them): with ``reseed_after=K`` a seeded
+env restarts an episode from a seed of its own (derived from the reset seed, the env and a counter,
+:meth:`AtariVecEnv.episode_seed`) whenever an episode of that env ends and its last seeded start is
+``K`` or more agent steps back; ``K=0`` seeds every episode. An emulator's state is then a function
+of its last seeded start and the actions since, so :meth:`AtariVecEnv.restore_episodes` brings every
+env back by replaying at most ``K`` steps plus one episode, however long the run has been
+(:meth:`AtariVecEnv.episode_state` says what to keep). A seeded reset makes ale-py reload the ROM
+(about 0.1 s on one CPU core), hence the period; ``reseed_after=None`` (the default) never pays it.
 """
 
 from __future__ import annotations
@@ -191,6 +193,9 @@ class AtariVecEnv(VecEnv):
             game*, so later lives are never played and statistics are per life. To treat life loss
             as terminal for learning only, keep this off and use ``info["life_lost"]``.
         use_fire_reset: press FIRE after reset in games that need it.
+        reseed_after: restart an env's ending episode from a seed of its own when its last seeded
+            start is this many agent steps back (0: every episode; None: never), which bounds what
+            :meth:`restore_episodes` replays (see the module docstring for the cost).
     """
 
     def __init__(
@@ -210,6 +215,7 @@ class AtariVecEnv(VecEnv):
         full_action_space: bool = False,
         episodic_life: bool = False,
         use_fire_reset: bool = False,
+        reseed_after: int | None = None,
     ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
@@ -281,8 +287,12 @@ class AtariVecEnv(VecEnv):
         self._lives = np.zeros(num_envs, dtype=np.int32)
         self._pending_seed = seed
         self._needs_reset = True
+        if reseed_after is not None and (isinstance(reseed_after, bool) or reseed_after < 0):
+            raise ValueError(f"reseed_after must be an int >= 0 or None, got {reseed_after!r}")
+        self.reseed_after = reseed_after
         self._seed: int | None = None  # the seed of the last reset; None: episodes are not seeded
-        self._episode_index = np.zeros(num_envs, dtype=np.int64)  # episodes begun per env since reset
+        self._seed_index = np.zeros(num_envs, dtype=np.int64)  # seeded starts per env since reset
+        self._seeded_at = np.zeros(num_envs, dtype=np.int64)  # the step of each env's last seeded start
 
     @property
     def env_id(self) -> str:
@@ -307,11 +317,12 @@ class AtariVecEnv(VecEnv):
         self._lives = np.array(info["lives"], dtype=np.int32)
         self._needs_reset = False
         self._seed = seed
-        self._episode_index[:] = 0
+        self._seed_index[:] = 0
+        self._seeded_at[:] = 0
         return self._to_device({"obs": obs})["obs"]
 
     def episode_seed(self, env: int, index: int) -> int:
-        """The seed of env ``env``'s ``index``-th episode since the last seeded reset (0: ``seed + env``)."""
+        """The seed of env ``env``'s ``index``-th seeded start since the last reset (0: ``seed + env``)."""
         if self._seed is None:
             raise RuntimeError("episodes are seeded only after reset(seed=...)")
         if index == 0:
@@ -319,58 +330,60 @@ class AtariVecEnv(VecEnv):
         return int(np.random.SeedSequence([self._seed, env, index]).generate_state(1)[0] >> 1)
 
     def episode_state(self) -> dict[str, Any]:
-        """What :meth:`restore_episodes` needs besides the actions: seeds and per-env episode progress.
+        """What :meth:`restore_episodes` needs besides the actions.
 
-        ``episode_length[i]`` agent steps of env ``i``'s current episode have been taken.
+        ``replay_length[i]``: agent steps since env ``i``'s last seeded start (the actions to keep);
+        ``episode_length[i]``: steps of its current episode.
         """
-        if self._seed is None:
-            raise RuntimeError("episode_state() needs an env reset with a seed")
+        if self._seed is None or self.reseed_after is None:
+            raise RuntimeError("episode_state() needs reseed_after set and a reset with a seed")
         return {
             "seed": self._seed,
             "steps": self._steps,
-            "episode_index": self._episode_index.copy(),
+            "seed_index": self._seed_index.copy(),
+            "replay_length": self._steps - self._seeded_at,
             "episode_length": self._steps - self._episode_start,
         }
 
     def restore_episodes(self, state: dict[str, Any], actions: np.ndarray) -> torch.Tensor:
         """Bring every emulator back to the moment :meth:`episode_state` described; the observation.
 
-        ``actions`` is ``[L, num_envs]``: the last ``episode_length[i]`` rows of column ``i`` are the
-        actions of env ``i``'s current episode (``L`` is at least the longest). Each env is reset with
-        its episode's seed so that its episode ends on the last row, then all step together; an env
-        whose episode has not begun yet steps with NOOP, and its reset wipes what that did. The cost
-        is one episode per env, whatever the length of the run.
+        ``actions`` is ``[L, num_envs]``: the last ``replay_length[i]`` rows of column ``i`` are env
+        ``i``'s actions since its last seeded start (``L`` is at least the longest). Each env is
+        reset with that seed so that its replay ends on the last row, then all step together; an env
+        whose replay has not begun steps with NOOP, and its reset wipes what that did.
         """
-        lengths = np.asarray(state["episode_length"], dtype=np.int64)
-        index = np.asarray(state["episode_index"], dtype=np.int64)
+        lengths = np.asarray(state["replay_length"], dtype=np.int64)
+        index = np.asarray(state["seed_index"], dtype=np.int64)
         if lengths.shape != (self.num_envs,) or actions.ndim != 2 or actions.shape[1] != self.num_envs:
             raise ValueError(f"episode state and actions do not describe {self.num_envs} envs")
         horizon = int(actions.shape[0])
         if int(lengths.max(initial=0)) > horizon:
-            raise ValueError(
-                f"an episode of {int(lengths.max())} steps needs that many actions, got {horizon}"
-            )
+            raise ValueError(f"a replay of {int(lengths.max())} steps needs that many actions, got {horizon}")
         backend = self._backend()
         self.reset(seed=int(state["seed"]))
-        self._episode_index[:] = index
-        begins = horizon - lengths  # the row at which each env's episode begins
+        begins = horizon - lengths  # the row at which each env's replay begins
         returns = np.zeros(self.num_envs, dtype=np.float64)
         obs = None
         for row in range(horizon + 1):
             starting = begins == row
             if starting.any():
-                seeds = np.array([self.episode_seed(int(i), int(index[i])) for i in np.flatnonzero(starting)])
+                envs = np.flatnonzero(starting)
+                seeds = np.array([self.episode_seed(int(i), int(index[i])) for i in envs])
                 obs, info = backend.reset(seed=seeds, options={"reset_mask": starting})
                 self._lives[starting] = info["lives"][starting]
             if row == horizon:
                 break
             running = begins <= row
             step_actions = np.where(running, actions[row], 0).astype(np.int64)
-            obs, reward, _, _, info = backend.step(step_actions)
+            obs, reward, terminated, truncated, info = backend.step(step_actions)
             returns[running] += reward[running]
+            returns[terminated | truncated] = 0.0  # ale-py started the next episode itself
             self._lives[running] = info["lives"][running]
         self._steps = int(state["steps"])
-        self._episode_start = self._steps - lengths
+        self._seed_index[:] = index
+        self._seeded_at = self._steps - lengths
+        self._episode_start = self._steps - np.asarray(state["episode_length"], dtype=np.int64)
         self._running_return = returns
         assert obs is not None  # the loop ran at least the resets of row 0 or one step
         return self._to_device({"obs": obs})["obs"]
@@ -427,11 +440,13 @@ class AtariVecEnv(VecEnv):
             final_obs = obs.copy()
             final_obs[ended] = ale_info["final_obs"][ended]
             host["final_obs"] = final_obs
-            if self._seed is not None:
-                obs, lives, frame_number = self._seed_new_episodes(done, ended, lives, ale_info)
-                host["obs"] = obs
-                self._lives = lives
-                ale_info = {**ale_info, "episode_frame_number": frame_number}
+            if self.reseed_after is not None and self._seed is not None:
+                due = ended[self._steps - self._seeded_at[ended] >= self.reseed_after]
+                if len(due):
+                    obs, lives, frame_number = self._seed_new_episodes(due, lives, ale_info)
+                    host["obs"] = obs
+                    self._lives = lives
+                    ale_info = {**ale_info, "episode_frame_number": frame_number}
         host.update(
             reward=reward.astype(np.float32),
             terminated=terminated,
@@ -449,19 +464,22 @@ class AtariVecEnv(VecEnv):
         return obs_t, reward_t, terminated_t, truncated_t, moved
 
     def _seed_new_episodes(
-        self, done: np.ndarray, ended: np.ndarray, lives: np.ndarray, ale_info: dict[str, Any]
+        self, envs: np.ndarray, lives: np.ndarray, ale_info: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Restart the envs whose episode ended with their next episode's seed (see the module docstring).
+        """Restart ``envs`` (whose episode just ended) from their next seed (see the module docstring).
 
         ale-py has already started a new episode there from its own generator; this reset replaces it.
         """
-        self._episode_index[ended] += 1
-        seeds = np.array([self.episode_seed(int(i), int(self._episode_index[i])) for i in ended])
-        obs, info = self._backend().reset(seed=seeds, options={"reset_mask": done})
+        self._seed_index[envs] += 1
+        self._seeded_at[envs] = self._steps
+        seeds = np.array([self.episode_seed(int(i), int(self._seed_index[i])) for i in envs])
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[envs] = True
+        obs, info = self._backend().reset(seed=seeds, options={"reset_mask": mask})
         lives = lives.copy()
-        lives[ended] = info["lives"][ended]
+        lives[envs] = info["lives"][envs]
         frame_number = np.array(ale_info["episode_frame_number"], copy=True)
-        frame_number[ended] = info["episode_frame_number"][ended]
+        frame_number[envs] = info["episode_frame_number"][envs]
         return obs, lives, frame_number
 
     def close(self) -> None:

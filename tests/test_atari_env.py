@@ -310,28 +310,33 @@ def _step_all(env: AtariVecEnv, actions: np.ndarray) -> list:
 
 def test_every_episode_of_a_seeded_env_starts_from_its_own_seed() -> None:
     """Episodes k >= 1 are re-seeded, so two envs with one seed agree however their past differs."""
-    env = AtariVecEnv("Pong", 2, device="cpu", max_episode_frames=80, noop_max=30, seed=4)
+    env = AtariVecEnv("Pong", 2, device="cpu", max_episode_frames=80, noop_max=30, seed=4, reseed_after=0)
     env.reset()
     assert env.episode_seed(1, 0) == 5 and env.episode_seed(1, 1) != env.episode_seed(1, 2)
     _step_all(env, np.zeros((25, 2), dtype=np.int64))  # 20-step episodes: both envs are in their second
     state = env.episode_state()
-    assert state["episode_index"].tolist() == [1, 1] and state["episode_length"].tolist() == [5, 5]
+    assert state["seed_index"].tolist() == [1, 1] and state["episode_length"].tolist() == [5, 5]
+    assert state["replay_length"].tolist() == [5, 5]
 
 
-def test_restoring_the_current_episodes_continues_bit_for_bit() -> None:
-    """Resume cost is one episode per env: only the current episodes' actions are replayed."""
+@pytest.mark.parametrize(("reseed_after", "replayed"), [(0, 15), (70, 75)])
+def test_restoring_from_the_last_seeded_start_continues_bit_for_bit(reseed_after: int, replayed: int) -> None:
+    """Resume replays only the actions since each env's last seeded start: the current episode when
+    every episode is seeded, several episodes (ale-py's own resets in between) otherwise."""
     rng = np.random.default_rng(3)
     actions = rng.integers(0, 6, size=(110, 3))
 
     def make() -> AtariVecEnv:
-        return AtariVecEnv("Pong", 3, device="cpu", max_episode_frames=120, noop_max=30)
+        return AtariVecEnv(
+            "Pong", 3, device="cpu", max_episode_frames=120, noop_max=30, reseed_after=reseed_after
+        )
 
     straight = make()
     straight.reset(seed=11)
     before = _step_all(straight, actions[:75])[-1][0]
     state = straight.episode_state()
-    horizon = int(state["episode_length"].max())
-    assert 0 < horizon <= 30 < 75  # 30-step episodes: far fewer actions than the run has taken
+    horizon = int(state["replay_length"].max())
+    assert horizon == replayed and state["episode_length"].tolist() == [15, 15, 15]  # 30-step episodes
 
     resumed = make()
     backend = resumed._backend()

@@ -49,6 +49,7 @@ SMALL = [
     "agent.epsilon_decay_steps=100",
     "log_every_steps=20",
     "eval.episodes=0",
+    "env.reseed_after_steps=0",  # every episode seeded: resume replays only the current ones
 ]
 # The shared run: 100 env steps, evaluated and checkpointed every 60 (and at the end).
 SHARED = [
@@ -209,7 +210,8 @@ def test_a_run_writes_its_directory_and_checkpoints_on_the_shared_schedule(share
     # Resume needs only the current episodes: 50 loop iterations of 2 envs whose episodes are cut at
     # 30 agent steps leave both in their second episode, 20 steps in; one byte per action.
     episodes, actions = final["episodes"], final["episode_actions"]
-    assert episodes["episode_index"].tolist() == [1, 1] and episodes["episode_length"].tolist() == [20, 20]
+    assert episodes["seed_index"].tolist() == [1, 1] and episodes["episode_length"].tolist() == [20, 20]
+    assert episodes["replay_length"].tolist() == [20, 20]
     assert actions.dtype == torch.uint8 and actions.shape == (20, 2) and int(actions.max()) < 6
     assert final["global_step"] == 100 and final["last_eval_step"] == 100
 
@@ -290,7 +292,8 @@ def _assert_same_run(a: dict, b: dict) -> None:
         x, y = a["agent"][name], b["agent"][name]
         assert all(torch.equal(x[k], y[k]) for k in x), name
     assert torch.equal(a["episode_actions"], b["episode_actions"])
-    assert a["episodes"]["episode_length"].tolist() == b["episodes"]["episode_length"].tolist()
+    for key in ("episode_length", "replay_length", "seed_index"):
+        assert a["episodes"][key].tolist() == b["episodes"][key].tolist(), key
     assert torch.equal(a["generator"], b["generator"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 

@@ -22,6 +22,11 @@ class AtariEnvConfig:
     full_action_space: bool = False
     # Training only: a lost life ends the bootstrap (the game goes on); evaluation always plays full games.
     terminal_on_life_loss: bool = False
+    # Exact resume replays, per env, the actions since its last seeded episode start: an ending episode
+    # is restarted from a seed of its own once the last one is this many agent steps back (0: every
+    # episode). Each seeded start costs ale-py a ROM reload (~0.1 s), so this trades training speed
+    # against resume time; see lodestar.envs.atari.
+    reseed_after_steps: int = 2000
 
     def __post_init__(self) -> None:
         require(self.num_envs >= 1, "env.num_envs", ">= 1", self.num_envs)
@@ -35,6 +40,7 @@ class AtariEnvConfig:
         require(self.frameskip >= 1, "env.frameskip", ">= 1", self.frameskip)
         require(self.noop_max >= 0, "env.noop_max", ">= 0", self.noop_max)
         require(self.max_episode_frames >= 1, "env.max_episode_frames", ">= 1", self.max_episode_frames)
+        require(self.reseed_after_steps >= 0, "env.reseed_after_steps", ">= 0", self.reseed_after_steps)
 
 
 @dataclass

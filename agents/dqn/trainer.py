@@ -7,11 +7,12 @@ step of ``env.num_envs`` envs, and ``total_steps``, ``log_every_steps``, ``eval.
 ``checkpoint_every_steps`` are all in env steps.
 
 Resuming is exact on CPU with fixed seeds. The emulators of ale-py's vector env cannot be
-snapshotted, but every episode of the seeded env starts from a known seed, so a checkpoint holds each
-env's episode seed and the actions of its current episode (the collector records actions, one byte
-per env step); a resumed run restarts each emulator from that seed and replays those actions, which
-costs one episode per env however long the run is, then restores networks, optimizer, counters, RNG
-states and the replay buffer of the same step.
+snapshotted, but the training env restarts episodes from seeds of their own (at most
+``env.reseed_after_steps`` agent steps apart, see :mod:`lodestar.envs.atari`), so a checkpoint holds
+each env's last seed and the actions since (the collector records actions, one byte per env step); a
+resumed run restarts each emulator from that seed and replays those actions, which costs at most that
+many steps plus one episode per env however long the run is, then restores networks, optimizer,
+counters, RNG states and the replay buffer of the same step.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def make_train_env(config: DQNConfig, device: torch.device) -> AtariVecEnv:
         max_episode_frames=e.max_episode_frames,
         noop_max=e.noop_max,
         full_action_space=e.full_action_space,
+        reseed_after=e.reseed_after_steps,  # bounds what exact resume replays (see the config)
     )
 
 
@@ -280,8 +282,8 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
     def save_checkpoint(self) -> Path:
         """The checkpoint at this step, with the replay buffer of the same step as its companion."""
         episodes = self.env.episode_state()
-        horizon = int(episodes["episode_length"].max(initial=0))
-        # Only the current episodes' actions are needed to resume, so the log keeps no more.
+        horizon = int(episodes["replay_length"].max(initial=0))
+        # Only the actions since each env's last seeded start are needed to resume: the log keeps no more.
         self.collector.keep_recent_actions(horizon)
         state = {
             "agent": self.agent.state_dict(),

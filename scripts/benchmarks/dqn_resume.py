@@ -8,7 +8,10 @@ reference is what resume did before episodes were seeded one by one: replaying e
 step 0 through the collector (as many batched steps as the run has taken), which grows with the run.
 
 Options: ``lengths=4000,32000`` (env steps), ``envs=8``, ``game=Pong``, ``episode_frames=108000`` (the
-episode cap; ``--quick`` cuts episodes at 360 frames so that its short runs span several episodes).
+episode cap; ``--quick`` cuts episodes at 360 frames so that its short runs span several episodes),
+``reseed_after=0`` (``env.reseed_after_steps``: 0 seeds every episode, so a restore replays one
+episode per env; the training default, 2000, replays up to 2000 steps more, a bound that is flat
+only once runs are longer than it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from lodestar.runtime.bench import Figure, report
 from lodestar.runtime.config import load_config
 
 
-def _config(game: str, envs: int, steps: int, episode_frames: int, runs_dir: Path) -> DQNConfig:
+def _config(
+    game: str, envs: int, steps: int, episode_frames: int, reseed_after: int, runs_dir: Path
+) -> DQNConfig:
     return load_config(
         DQNConfig,
         None,
@@ -35,6 +40,7 @@ def _config(game: str, envs: int, steps: int, episode_frames: int, runs_dir: Pat
             f"env.game={game}",
             f"env.num_envs={envs}",
             f"env.max_episode_frames={episode_frames}",
+            f"env.reseed_after_steps={reseed_after}",
             f"total_steps={steps}",
             f"replay.learning_starts={steps + 1}",
             "replay.capacity=1000",
@@ -55,7 +61,7 @@ def ours(config: DQNConfig, run_dir: Path) -> tuple[float, int]:
     start = time.perf_counter()
     resumed.restore()
     seconds = time.perf_counter() - start
-    replayed = int(resumed.env.episode_state()["episode_length"].max())
+    replayed = int(resumed.env.episode_state()["replay_length"].max())
     resumed.env.close()
     return seconds, replayed
 
@@ -78,12 +84,13 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     lengths = [int(x) for x in options.get("lengths", "800,3200" if quick else "4000,32000").split(",")]
     envs, game = int(options.get("envs", 8)), options.get("game", "Pong")
     episode_frames = int(options.get("episode_frames", 360 if quick else 108_000))
+    reseed_after = int(options.get("reseed_after", 0))
     if len(lengths) != 2 or lengths[0] >= lengths[1]:
         raise ValueError("lengths= takes two increasing run lengths in env steps, e.g. lengths=4000,32000")
     name, figures, times, references = "dqn-resume", [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for steps in lengths:
-            config = _config(game, envs, steps, episode_frames, Path(tmp) / str(steps))
+            config = _config(game, envs, steps, episode_frames, reseed_after, Path(tmp) / str(steps))
             seconds, replayed = ours(config, Path(tmp) / str(steps) / "run")
             reference = full_replay(config)
             times.append(seconds)
@@ -116,5 +123,9 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
             higher_is_better=False,
         )
     )
-    report(figures, f"dqn-resume: {game}, {envs} envs, run lengths {lengths[0]} and {lengths[1]} env steps")
+    report(
+        figures,
+        f"dqn-resume: {game}, {envs} envs, run lengths {lengths[0]} and {lengths[1]} env steps, "
+        f"env.reseed_after_steps={reseed_after}",
+    )
     return figures
