@@ -33,6 +33,9 @@ from tests.nav_perception_helpers import small_world
 from tests.script_runs import BackgroundScripts, ScriptRun, script_command, spare_cores
 from tests.speaker_fixtures import add_random_features
 
+# Set in the worker processes of pytest-xdist (``-n``), which run the tests on every core.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
 os.environ.setdefault("LODESTAR_NO_PROGRESS", "1")
 torch.set_num_threads(1)
 
@@ -124,29 +127,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("script_run") is not None)  # stable
 
 
+def _start_script_run(
+    runs: BackgroundScripts, item: pytest.Item, fixture: Callable[[str], object], work: Path
+) -> None:
+    marker = item.get_closest_marker("script_run")
+    assert marker is not None
+    script, build_args = marker.args
+    try:
+        args = build_args(fixture, work)
+    except Exception as exc:  # this test fails with it, the others run
+        runs.fail(item.nodeid, exc)
+        return
+    runs.start(item.nodeid, script_command(script, args, marker.kwargs.get("torchrun", 0)), work)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def background_scripts(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BackgroundScripts]:
     """Start the command of every selected ``script_run`` test, one per spare CPU core at a time (nothing
-    when no such test is selected); stop what still runs when the session ends."""
-    items = [item for item in request.session.items if item.get_closest_marker("script_run")]
-    runs = BackgroundScripts(workers=spare_cores())
-    for item in items:
-        marker = item.get_closest_marker("script_run")
-        script, build_args = marker.args
-        work = tmp_path_factory.mktemp(f"run_{Path(script).stem}")
-        try:
-            args = build_args(request.getfixturevalue, work)
-        except Exception as exc:  # this test fails with it, the others run
-            runs.fail(item.nodeid, exc)
-            continue
-        runs.start(item.nodeid, script_command(script, args, marker.kwargs.get("torchrun", 0)), work)
+    when no such test is selected); stop what still runs when the session ends.
+
+    Under pytest-xdist the workers already use every core: each command then starts when its test
+    asks for it (:func:`script_run`), in the worker that runs the test.
+    """
+    runs = BackgroundScripts(workers=1 if XDIST_WORKER else spare_cores())
+    if not XDIST_WORKER:
+        for item in request.session.items:
+            if item.get_closest_marker("script_run"):
+                script = Path(item.get_closest_marker("script_run").args[0]).stem
+                work = tmp_path_factory.mktemp(f"run_{script}")
+                _start_script_run(runs, item, request.getfixturevalue, work)
     yield runs
     runs.close()
 
 
 @pytest.fixture
-def script_run(request: pytest.FixtureRequest, background_scripts: BackgroundScripts) -> ScriptRun:
+def script_run(
+    request: pytest.FixtureRequest, background_scripts: BackgroundScripts, tmp_path: Path
+) -> ScriptRun:
     """The finished command of this test's ``script_run`` marker (waits for it)."""
+    if not background_scripts.has(request.node.nodeid):
+        _start_script_run(background_scripts, request.node, request.getfixturevalue, tmp_path)
     return background_scripts.result(request.node.nodeid)

@@ -64,6 +64,9 @@ class BackgroundScripts:
         failed.set_exception(error)
         self._runs[key] = failed
 
+    def has(self, key: str) -> bool:
+        return key in self._runs
+
     def result(self, key: str) -> ScriptRun:
         return self._runs[key].result()
 

@@ -29,28 +29,11 @@ from lodestar.runtime import training
 from lodestar.runtime.checkpoint import CheckpointError, CheckpointManager, load_file
 from lodestar.runtime.config import load_config
 from lodestar.runtime.logger import SECTIONS
+from tests.dqn_runs import PRESET, TINY_PONG
 
 ROOT = Path(__file__).resolve().parent.parent
-PRESET = ROOT / "configs" / "dqn_atari100k.yaml"
-
-# Pong, 2 envs, episodes cut at 120 frames (30 agent steps), learning from env step 40 at one
-# update per 2 loop iterations.
-SMALL = [
-    "device=cpu",
-    "torch_threads=1",
-    "env.game=Pong",
-    "env.num_envs=2",
-    "env.max_episode_frames=120",
-    "replay.capacity=2000",
-    "replay.learning_starts=40",
-    "replay.replay_ratio=0.25",
-    "agent.batch_size=8",
-    "agent.target_update_period=5",
-    "agent.epsilon_decay_steps=100",
-    "log_every_steps=20",
-    "eval.episodes=0",
-    "env.reseed_after_steps=0",  # every episode seeded: resume replays only the current ones
-]
+# Every episode seeded: resume replays only the current ones.
+SMALL = [*TINY_PONG, "replay.capacity=2000", "env.reseed_after_steps=0"]
 # The shared run: 100 env steps, evaluated and checkpointed every 60 (and at the end).
 SHARED = [
     "total_steps=100",
@@ -297,7 +280,7 @@ def _assert_same_run(a: dict, b: dict) -> None:
     assert torch.equal(a["generator"], b["generator"]) and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 
-@pytest.mark.parametrize("replay", ["shared", "uniform"])
+@pytest.mark.parametrize("replay", ["shared", pytest.param("uniform", marks=pytest.mark.slow)])
 def test_ctrl_c_then_resume_is_bit_identical(shared_run, tmp_path, replay):
     if replay == "shared":  # prioritized, 10-step, random shifts, evaluated: the shared run is straight
         overrides, straight = SHARED, shared_run.run_dir

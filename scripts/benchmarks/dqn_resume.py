@@ -2,16 +2,16 @@
 
 A run of each length (Pong, 8 envs, the ``ALE/Pong-v5`` protocol, no gradient updates so that the
 runs are quick, replay buffer not saved) writes its final checkpoint; a fresh trainer then restores
-it, and the restore is timed. Ours restarts each emulator from its current episode's seed and
-replays that episode's actions, so the time should stay flat as the run grows. The same-run
+it, and the restore is timed. Ours restarts each emulator from its last episode seed and replays
+the actions since, so the time should stay flat as the run grows. The same-run
 reference is what resume did before episodes were seeded one by one: replaying every action since
 step 0 through the collector (as many batched steps as the run has taken), which grows with the run.
 
-Options: ``lengths=4000,32000`` (env steps), ``envs=8``, ``game=Pong``, ``episode_frames=108000`` (the
-episode cap; ``--quick`` cuts episodes at 360 frames so that its short runs span several episodes),
-``reseed_after=0`` (``env.reseed_after_steps``: 0 seeds every episode, so a restore replays one
-episode per env; the training default, 2000, replays up to 2000 steps more, a bound that is flat
-only once runs are longer than it).
+Options: ``lengths=16000,128000`` (env steps; both longer than an episode per env), ``envs=8``,
+``game=Pong``, ``episode_frames=108000`` (the episode cap; ``--quick`` cuts episodes at 360 frames so
+that its short runs span several episodes), ``reseed_after=0`` (``env.reseed_after_steps``: 0 seeds
+every episode, so a restore replays one episode per env; the training default, 2000, replays up to
+2000 steps more, a bound that is flat only once runs are longer than it).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def full_replay(config: DQNConfig) -> float:
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
-    lengths = [int(x) for x in options.get("lengths", "800,3200" if quick else "4000,32000").split(",")]
+    lengths = [int(x) for x in options.get("lengths", "800,3200" if quick else "16000,128000").split(",")]
     envs, game = int(options.get("envs", 8)), options.get("game", "Pong")
     episode_frames = int(options.get("episode_frames", 360 if quick else 108_000))
     reseed_after = int(options.get("reseed_after", 0))
