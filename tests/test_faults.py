@@ -242,13 +242,22 @@ def test_two_processes_on_one_run_one_is_refused_at_once(tmp_path, straight):
     first = subprocess.Popen(
         _command(tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(3.0)
+    run_dir = tmp_path / "run"
+    deadline = time.monotonic() + 120
+    # The second starts once the first holds the run: its lock names it and its config is written.
+    while not ((run_dir / "config.yaml").is_file() and str(first.pid) in _read(run_dir / ".lock")):
+        assert time.monotonic() < deadline and first.poll() is None, "the first run never took its directory"
+        time.sleep(0.05)
     second = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train_dqn.py"), "--resume", str(tmp_path / "run")],
         capture_output=True, text=True, env=_env(), timeout=300,
     )  # fmt: skip
     first_out = first.communicate(timeout=300)
     assert first.returncode == 0, first_out[1]
-    if second.returncode != 0:
-        assert f"is in use by process {first.pid}" in second.stderr or "no checkpoint found" in second.stderr
-    assert same_run(final_state(tmp_path / "run"), straight)
+    if second.returncode != 0:  # (it may also have started after the first one finished, and resumed it)
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+    assert same_run(final_state(run_dir), straight)
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
