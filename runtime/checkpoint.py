@@ -15,14 +15,14 @@ removes what a killed write left behind: temporary files and companions without 
 from __future__ import annotations
 
 import errno
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lodestar.runtime.atomic import atomic_write
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -39,22 +39,16 @@ class CheckpointWriteError(CheckpointError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temp file + fsync + rename.
+    """``torch.save`` to ``path`` through :func:`~lodestar.runtime.atomic.atomic_write`.
 
     A failed write removes its temporary file; an operating-system error (a full disk, an I/O error)
     becomes one :class:`CheckpointWriteError` naming the file, however deep torch wrapped it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as tmp, tmp.open("wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
     except BaseException as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         cause = _os_error(exc)
         if cause is None:
             raise

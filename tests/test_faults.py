@@ -24,6 +24,7 @@ import pytest
 import torch
 import train_dqn
 
+from lodestar.runtime import atomic as atomic_module
 from lodestar.runtime import checkpoint as checkpoint_module
 from lodestar.runtime.checkpoint import CheckpointManager, load_file
 from tests.dqn_runs import PRESET, TINY_PONG
@@ -98,7 +99,7 @@ def _kill_at_write(monkeypatch, write: int) -> None:
             return None  # a killed process cleans nothing up
         return real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    monkeypatch.setattr(atomic_module.os, "replace", replace)
     monkeypatch.setattr(Path, "unlink", keep_temporary)
 
 

@@ -10,7 +10,6 @@ values. Readers check keys, shapes, dtypes and finite values, and turn every h5p
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 
 from lodestar.envs.nav.data.errors import NavDataError
+from lodestar.runtime.atomic import atomic_write
 
 NUM_VIEWS = 36
 TSV_FIELDS = ("scanId", "viewpointId", "image_w", "image_h", "vfov", "features")
@@ -45,22 +45,6 @@ def hdf5_errors(path: Path, what: str) -> Iterator[None]:
         raise NavDataError(f"{path}: {what} ({detail})") from None
 
 
-def fsync_path(path: Path) -> None:
-    """Flush ``path`` (a file, or a folder after a rename in it) to disk."""
-    if path.is_dir() and os.name != "posix":
-        return  # only POSIX can open a folder to fsync it
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_path(path: Path) -> Path:
-    """The temporary file :func:`atomic_hdf5` fills for ``path`` (matched by :func:`stale_temp_files`)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def stale_temp_files(path: Path) -> list[Path]:
     """Temporary files of writes of ``path`` that were killed before they finished."""
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
@@ -74,20 +58,11 @@ def atomic_hdf5(path: str | Path, base: Path | None = None) -> Iterator[h5py.Fil
     a reader or a rerun after a crash finds the old file or the new one, never a part of one; on an
     exception the temporary file is removed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_write(path) as tmp:
         if base is not None:
             shutil.copyfile(base, tmp)
         with h5py.File(tmp, "a" if base is not None else "w") as handle:
             yield handle
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def _check_layout(shape: tuple[int, ...], dtype: np.dtype, key: str, source: Path, dim: int | None) -> None:

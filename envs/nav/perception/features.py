@@ -41,7 +41,6 @@ from lodestar.envs.nav.data.features import (
     NUM_VIEWS,
     atomic_hdf5,
     feature_key,
-    fsync_path,
     hdf5_errors,
     stale_temp_files,
     write_features_hdf5,
@@ -66,6 +65,7 @@ from lodestar.envs.nav.perception.view_encoder import (
 )
 from lodestar.envs.nav.world.build import house_path, load_house
 from lodestar.envs.nav.world.houses import House
+from lodestar.runtime.atomic import fsync_path
 from lodestar.runtime.device import resolve_device
 from lodestar.runtime.progress import progress
 
