@@ -362,15 +362,14 @@ class AtariVecEnv(VecEnv):
             raise ValueError(f"a replay of {int(lengths.max())} steps needs that many actions, got {horizon}")
         backend = self._backend()
         self.reset(seed=int(state["seed"]))
+        self._seed_index[:] = index
         begins = horizon - lengths  # the row at which each env's replay begins
         returns = np.zeros(self.num_envs, dtype=np.float64)
         obs = None
         for row in range(horizon + 1):
             starting = begins == row
             if starting.any():
-                envs = np.flatnonzero(starting)
-                seeds = np.array([self.episode_seed(int(i), int(index[i])) for i in envs])
-                obs, info = backend.reset(seed=seeds, options={"reset_mask": starting})
+                obs, info = self._reset_from_seeds(starting)
                 self._lives[starting] = info["lives"][starting]
             if row == horizon:
                 break
@@ -381,7 +380,6 @@ class AtariVecEnv(VecEnv):
             returns[terminated | truncated] = 0.0  # ale-py started the next episode itself
             self._lives[running] = info["lives"][running]
         self._steps = int(state["steps"])
-        self._seed_index[:] = index
         self._seeded_at = self._steps - lengths
         self._episode_start = self._steps - np.asarray(state["episode_length"], dtype=np.int64)
         self._running_return = returns
@@ -472,15 +470,20 @@ class AtariVecEnv(VecEnv):
         """
         self._seed_index[envs] += 1
         self._seeded_at[envs] = self._steps
-        seeds = np.array([self.episode_seed(int(i), int(self._seed_index[i])) for i in envs])
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[envs] = True
-        obs, info = self._backend().reset(seed=seeds, options={"reset_mask": mask})
+        obs, info = self._reset_from_seeds(mask)
         lives = lives.copy()
         lives[envs] = info["lives"][envs]
         frame_number = np.array(ale_info["episode_frame_number"], copy=True)
         frame_number[envs] = info["episode_frame_number"][envs]
         return obs, lives, frame_number
+
+    def _reset_from_seeds(self, mask: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the envs of ``mask`` from the seeds of their current seed index (a partial reset)."""
+        envs = np.flatnonzero(mask)
+        seeds = np.array([self.episode_seed(int(i), int(self._seed_index[i])) for i in envs])
+        return self._backend().reset(seed=seeds, options={"reset_mask": mask})
 
     def close(self) -> None:
         """Stop the emulator threads; the env cannot be used afterwards."""
