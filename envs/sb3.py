@@ -14,6 +14,15 @@ Conventions SB3 expects and this adapter provides:
 
 The protocol env is one batched object, so ``get_attr``/``set_attr``/``env_method`` act on it once
 and repeat the answer for each requested index.
+
+:func:`make_sb3_env` builds the adapter from a registered gymnasium id with that id's defaults, e.g.
+the navigation env, whose observation carries no oracle and whose out-of-mask actions are STOP there
+(SB3's policies sample from the whole action space)::
+
+    train = make_sb3_env("Lodestar/Nav-v0", 8, dataset="data/nav/small", split="train", features="cnn")
+    model = PPO("MultiInputPolicy", train).learn(100_000)
+    test = make_sb3_env("Lodestar/Nav-v0", 8, dataset="data/nav/small", split="val_unseen", features="cnn")
+    evaluate_policy(model, test)   # same spaces on every split of a dataset
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.monitor import Monitor
@@ -29,7 +39,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv as SB3VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from lodestar.envs.base import VecEnv
-from lodestar.envs.gym_api import as_space, to_numpy, to_tensor
+from lodestar.envs.gym_api import GymVectorEnv, as_space, to_numpy, to_tensor
 
 
 class SB3VecEnvAdapter(SB3VecEnv):
@@ -124,3 +134,15 @@ class SB3VecEnvAdapter(SB3VecEnv):
             f"{type(self.env).__name__} cannot render; for Atari videos use "
             "gymnasium.make(lodestar.envs.atari.atari_env_id(game), render_mode='rgb_array')"
         )
+
+
+def make_sb3_env(env_id: str, num_envs: int = 1, **kwargs: Any) -> SB3VecEnvAdapter:
+    """An SB3 ``VecEnv`` over the protocol env that ``gymnasium.make_vec(env_id, num_envs, **kwargs)``
+    would build: the id's registered defaults apply unless ``kwargs`` override them."""
+    vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    if not isinstance(vec, GymVectorEnv):
+        vec.close()
+        raise ValueError(
+            f"{env_id!r} is not a Lodestar protocol-env id (registered with register_protocol_env)"
+        )
+    return SB3VecEnvAdapter(vec.vec_env)

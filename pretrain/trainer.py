@@ -28,12 +28,13 @@ from torch.utils.data.distributed import DistributedSampler
 from lodestar.agents.vln.distributed import init_distributed
 from lodestar.agents.vln.follower import Follower, FollowerBundle, FollowerConfig
 from lodestar.agents.vln.trajectories import PathFeaturizer
-from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.dataset import NavDataset, console_warning
 from lodestar.pretrain.datasets import MaskingConfig, TripletDataset, load_episode_sources
 from lodestar.pretrain.objectives import ObjectiveConfig, PretrainModel
 from lodestar.runtime.checkpoint import restore_module
 from lodestar.runtime.config import to_dict
 from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.protocol import check_selection_splits
 from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lodestar.runtime.training import IterationTrainer, RunResult, Span
 from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
@@ -43,7 +44,7 @@ from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # ca
 class PretrainDataConfig:
     """Where the triplets come from and how routes are featurized."""
 
-    features: str = "cnn"
+    features: str = "auto"  # <data>/features/<name>.hdf5 (or .tsv); "auto": the only features file there
     angle_feature_size: int = 32
     max_instruction_len: int = 80
     # Split names of the dataset (R2R_<name>.json) or paths to R2R JSON files.
@@ -90,6 +91,9 @@ class PretrainConfig:
                 f"model.max_instruction_len ({self.model.max_instruction_len}) must be >= "
                 f"data.max_instruction_len ({self.data.max_instruction_len})"
             )
+        # Pretraining selects nothing (fine-tuning starts from its last checkpoint); its evaluation
+        # splits are only logged, and the reported split is not among them.
+        check_selection_splits(None, self.data.eval_splits, owner="pretraining config")
 
 
 ARCHITECTURE_KEYS = [
@@ -131,14 +135,21 @@ class PretrainTrainer(IterationTrainer[PretrainConfig, PretrainResult]):
         self.local_batch = c.batch_size // self.dist.world_size
 
         self.dataset = NavDataset(c.data_dir)
+        # "auto" becomes the file it stands for, so the saved config and the follower file name it.
+        c.data.features = self.dataset.resolve_features(c.data.features)
         self.vocab = self.dataset.vocab()
         sources = load_episode_sources(self.dataset, c.data.sources)
         self.skipped_sources = []
         for source in c.data.optional_sources:
             try:
                 sources.update(load_episode_sources(self.dataset, [source]))
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 self.skipped_sources.append(source)
+                if self.dist.is_main:  # on the console, not only in the run's TensorBoard notes
+                    console_warning(
+                        f"{exc}; pretraining goes on without the optional source {source!r} "
+                        "(scripts/synthesize.py writes synthetic splits)"
+                    )
         evals = {s: self.dataset.episodes(s) for s in c.data.eval_splits}
         if c.data.eval_max_paths > 0:
             evals = {s: eps[: c.data.eval_max_paths] for s, eps in evals.items()}

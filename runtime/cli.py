@@ -8,6 +8,7 @@ parser and :func:`resolve_run` turns its arguments into a config and a run direc
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -151,3 +152,25 @@ def resolve_run(
     if CheckpointManager(run_dir / "checkpoints").checkpoints():
         raise ValueError(f"run directory {run_dir} already has checkpoints: use --resume {run_dir}")
     return TrainingRun(config, run_dir, False)
+
+
+# -- follow-up commands that scripts print ----------------------------------------------------------------
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read), else absolute."""
+    path = Path(path).absolute()  # not resolve(): a virtual environment's python is a symlink to keep
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def script_command(script: str | Path, *args: object) -> str:
+    """A command line to paste into a shell in the working directory: this Python interpreter running
+    ``script`` with ``args`` (``Path`` arguments shown by :func:`shown_path`), every word shell-quoted."""
+    words = [shown_path(a) if isinstance(a, Path) else str(a) for a in args]
+    return shlex.join([shown_path(sys.executable), shown_path(script), *words])
+
+
+def tensorboard_command(logdir: str | Path) -> str:
+    """``tensorboard --logdir <logdir>``, with the ``tensorboard`` installed beside this interpreter when there is one."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    return shlex.join([shown_path(beside) if beside.is_file() else "tensorboard", "--logdir", str(logdir)])

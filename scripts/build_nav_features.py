@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.perception.features import FEATURE_KINDS, FeatureConfig, build_features
 from lodestar.runtime.cli import run_main
 from lodestar.runtime.config import load_config
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif summary["kind"] == "cnn":
         print("  encoder report: " + json.dumps(summary.get("encoder_report", {})))
+    names = NavDataset(args.data).feature_names()
+    if len(names) > 1:  # data.features=auto now has no single file to pick
+        print(
+            f"  {args.data / 'features'} holds {len(names)} features files ({', '.join(names)}): "
+            f"the training stages need data.features=<name>, e.g. data.features={name}"
+        )
     return 0
 
 

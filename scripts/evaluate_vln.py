@@ -1,26 +1,37 @@
 """Evaluate a trained follower: greedy episodes, R2R metrics, submission file, TensorBoard maps and GIFs.
 
-    python scripts/evaluate_vln.py --checkpoint runs/<name>/best.pt --split val_unseen --data data/nav/benchmark
+    python scripts/evaluate_vln.py --checkpoint runs/<name>/best.pt --data data/nav/benchmark
     python scripts/evaluate_vln.py --checkpoint runs/<name> --split val_seen --split val_unseen --data ... [--json]
 
 ``--checkpoint`` takes a ``best.pt``, a run checkpoint (``checkpoints/ckpt_*.pt``, fine-tuning or
-pretraining) or a run directory. For each split every instruction is run once; NE, SR, OSR, TL, SPL,
-nDTW, SDTW and CLS are printed with the failure breakdown of :mod:`lodestar.envs.nav.eval.failures` (``--json``: one
-JSON object ``{split: {metric: value}, "failures": {split: {category: fraction}}}`` with rates as
-fractions), the R2R submission is written to ``<out-dir>/submit_<split>.json`` (scored identically by
-``scripts/evaluate_nav.py``), and metrics, top-down maps and first-person GIFs of ``--log-episodes``
-sampled episodes and of ``--log-failures`` sampled failed ones (tagged by category) go to
-TensorBoard under ``<log-dir>``, at the checkpoint's iteration. Tags start with ``final/<split>/``
-(``final/<split>/spl``, ``final/<split>/failures/<category>``, ``final/<split>/episodes/<instr_id>/map``),
-apart from the ``eval/<split>/`` cards the fine-tuning run logged while it trained (see
-:mod:`lodestar.runtime.logger`).
+pretraining) or a run directory. Without ``--split`` it runs ``test``, ``val_seen`` and
+``val_unseen`` (those the dataset has). The *headline* follows the evaluation protocol: ``test``
+(held-out houses that took part in no decision) when its goals are known, as in the generated
+world; on a dataset whose test split hides its goals (real R2R: a single viewpoint per path) the
+test episodes are run and written to the submission file but not scored, and the headline is
+``val_unseen`` (select the checkpoint on ``val_seen`` then: ``select_split=val_seen``). The headline
+is printed first and labelled; a checkpoint selected on the headline split is flagged (its figures
+are optimistic).
+
+For each split every instruction is run once (with a progress bar); NE, SR, OSR, TL, SPL, nDTW, SDTW
+and CLS are printed with the failure breakdown of :mod:`lodestar.envs.nav.eval.failures` (``--json``:
+one JSON object ``{split: {metric: value} | null, "failures": {split: {category: fraction}},
+"headline": split, "selected_on": split | null}`` with rates as fractions), the R2R submission is
+written to ``<out-dir>/submit_<split>.json`` (scored identically by ``scripts/evaluate_nav.py``), and
+metrics, top-down maps and first-person GIFs of ``--log-episodes`` sampled episodes and of
+``--log-failures`` sampled failed ones (tagged by category) go to TensorBoard under ``<log-dir>``, at
+the checkpoint's iteration. Tags start with ``final/<split>/`` (``final/<split>/spl``,
+``final/<split>/failures/<category>``, ``final/<split>/episodes/<instr_id>/map``), apart from the
+``eval/<split>/`` cards the fine-tuning run logged while it trained (see :mod:`lodestar.runtime.logger`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,6 +48,12 @@ from lodestar.envs.nav.eval.metrics import METRIC_KEYS, format_table
 from lodestar.runtime.cli import run_main
 from lodestar.runtime.device import resolve_device
 from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.protocol import HELD_OUT_SPLIT
+
+# The protocol's splits: the held-out headline first, the R2R validation splits beside it.
+DEFAULT_SPLITS = (HELD_OUT_SPLIT, "val_seen", "val_unseen")
+# Headline when test hides its goals (real R2R): unseen houses, as the R2R literature reports.
+HIDDEN_TEST_HEADLINE = "val_unseen"
 
 
 def default_run_dir(checkpoint: Path) -> Path:
@@ -48,12 +65,58 @@ def default_run_dir(checkpoint: Path) -> Path:
     return checkpoint.parent
 
 
+def default_splits(dataset: NavDataset) -> list[str]:
+    """The protocol's splits that ``dataset`` has (``R2R_<split>.json``), headline first."""
+    present = [split for split in DEFAULT_SPLITS if split in dataset.splits]
+    if not present:
+        raise FileNotFoundError(
+            f"{dataset.root} has none of the splits {list(DEFAULT_SPLITS)} (R2R_<split>.json): pass --split"
+        )
+    return present
+
+
+def headline_split(results: Mapping[str, dict[str, float] | None]) -> str | None:
+    """The split reported as the result: ``test`` when scored, else ``val_unseen``, else the first scored one.
+
+    ``results`` maps every evaluated split to its metrics (``None`` when its goals are hidden); ``None``
+    when no split could be scored (only submissions were written).
+    """
+    scored = [split for split, summary in results.items() if summary is not None]
+    for split in (HELD_OUT_SPLIT, HIDDEN_TEST_HEADLINE):
+        if split in scored:
+            return split
+    return scored[0] if scored else None
+
+
+def selection_split(info: Mapping[str, Any]) -> str | None:
+    """The split a fine-tuning ``best.pt`` was chosen on (``selected_by: eval/<split>/<metric>``), if recorded."""
+    parts = str(info.get("selected_by", "")).split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "eval" else None
+
+
+def describe(split: str, headline: str | None, selected_on: str | None, test_hidden: bool) -> str:
+    """The label of a split's tables: headline or beside it, and whether it chose the checkpoint."""
+    if split == headline:
+        if split == HELD_OUT_SPLIT:
+            where = "held-out houses, used by no decision"
+        else:
+            where = "test goals hidden" if test_hidden else "test not evaluated"
+        label = f"HEADLINE {split} ({where})"
+    else:
+        label = f"beside the headline: {split}"
+    if split == selected_on:
+        label += " - the checkpoint was selected on this split: optimistic"
+    return label
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a VLN follower with greedy decoding.")
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="best.pt, ckpt_*.pt or a run directory"
     )
-    parser.add_argument("--split", action="append", required=True, help="split to run (repeatable)")
+    parser.add_argument(
+        "--split", action="append", help="split to run (repeatable; default: test, val_seen, val_unseen)"
+    )
     parser.add_argument("--data", type=Path, required=True, help="navigation dataset directory")
     parser.add_argument("--out-dir", type=Path, help="where submit_<split>.json goes (default: <run>/eval)")
     parser.add_argument("--log-dir", type=Path, help="TensorBoard directory (default: <run>/eval)")
@@ -75,19 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     dataset = NavDataset(args.data)
     if dataset.vocab() != bundle.vocab:
         raise ValueError(f"{args.data}/vocab.txt differs from the vocabulary the follower was trained with")
+    splits = args.split or default_splits(dataset)
     logger = RunLogger(args.log_dir or run_dir / "eval")
     step = int(bundle.info.get("iteration", 0))
     results: dict[str, dict[str, float] | None] = {}
     failures: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    submissions: dict[str, Path] = {}
     try:
-        for split in args.split:
+        for split in splits:
             env = make_eval_env(
                 dataset, split, None, args.num_envs, bundle.features, bundle.angle_feature_size,
                 bundle.max_instruction_len, device, args.max_steps, torch.float32,
             )  # fmt: skip
-            evaluation = evaluate_follower(bundle.model, env)
-            path = write_submission(evaluation, out_dir / f"submit_{split}.json")
-            results[split] = evaluation.summary
+            evaluation = evaluate_follower(bundle.model, env, show_progress=True)
+            submissions[split] = write_submission(evaluation, out_dir / f"submit_{split}.json")
+            results[split], counts[split] = evaluation.summary, len(evaluation.records)
             if evaluation.summary is not None:
                 failures[split] = breakdown(evaluation.categories)
                 logger.scalars({f"final/{split}/{k}": evaluation.summary[k] for k in METRIC_KEYS}, step)
@@ -109,30 +175,39 @@ def main(argv: list[str] | None = None) -> int:
                         )
             except FileNotFoundError as exc:
                 print(f"note: no episode maps for {split} ({exc})")
-            if not args.json:
-                if evaluation.summary is None:
-                    print(
-                        f"{split}: {len(evaluation.records)} instructions run; the split hides its goals, not scored"
-                    )
-                else:
-                    print(
-                        format_table(evaluation.summary, f"{split}: {len(evaluation.records)} instructions")
-                    )
-                    print(
-                        format_breakdown(
-                            failures[split], f"{split}: where episodes end (envs/nav/eval/failures.py)"
-                        )
-                    )
-                print(f"submission: {path}")
     finally:
         logger.close()
+    headline = headline_split(results)
+    selected_on = selection_split(bundle.info)
+    test_hidden = HELD_OUT_SPLIT in results and results[HELD_OUT_SPLIT] is None
     if args.json:
         scores = {
             split: None if s is None else {k: s[k] for k in METRIC_KEYS} for split, s in results.items()
         }
-        print(json.dumps({**scores, "failures": failures}))
-    else:
-        print(f"maps and GIFs: tensorboard --logdir {args.log_dir or run_dir / 'eval'}")
+        print(json.dumps({**scores, "failures": failures, "headline": headline, "selected_on": selected_on}))
+        return 0
+    for split in sorted(splits, key=lambda s: s != headline):  # the headline first, then the given order
+        summary = results[split]
+        print()
+        if summary is None:
+            print(f"{split}: {counts[split]} instructions run; the split hides its goals, not scored")
+        else:
+            print(
+                format_table(
+                    summary,
+                    f"{describe(split, headline, selected_on, test_hidden)}: {counts[split]} instructions",
+                )
+            )
+            print(
+                format_breakdown(failures[split], f"{split}: where episodes end (envs/nav/eval/failures.py)")
+            )
+        print(f"submission: {submissions[split]}")
+    if headline is not None and selected_on == headline:
+        print(
+            f"\nnote: this checkpoint was selected on {headline}, the headline split; select on another "
+            "validation split (select_split=val_seen) for an unbiased headline"
+        )
+    print(f"maps and GIFs: tensorboard --logdir {args.log_dir or run_dir / 'eval'}")
     return 0
 
 

@@ -4,8 +4,9 @@
         [--paths N] [--decodes-per-path K] [--decoding greedy|sample|beam] [--new-houses N] \\
         [--split-name synthetic] [--overwrite] [--config configs/vln_synthesize.yaml] [key=value ...]
 
-Writes ``<data>/R2R_<split>.json`` and ``<data>/trajectories/<split>.pt`` (+ ``.json``). An
-interrupted run resumes where it stopped when started again with the same options.
+Writes ``<data>/R2R_<split>.json`` and ``<data>/trajectories/<split>.pt`` (+ ``.json``) and prints
+where they are and the pretraining command that uses them. An interrupted run resumes where it stopped
+when started again with the same options.
 """
 
 from __future__ import annotations
@@ -13,9 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lodestar.agents.vln.speaker import load_speaker
+from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.pretrain.synthesis import SynthesisConfig, synthesize
-from lodestar.runtime.cli import config_epilog, run_main
+from lodestar.pretrain.trainer import PretrainConfig
+from lodestar.runtime.cli import config_epilog, run_main, script_command
 from lodestar.runtime.config import load_config
+
+SCRIPTS = Path(__file__).absolute().parent
+PRETRAIN_CONFIG = SCRIPTS.parent / "configs" / "vln_pretrain.yaml"
 
 FLAGS = {
     "paths": "paths",
@@ -61,7 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     for kind, path in report.outputs.items():
         print(f"  {kind}: {path}")
+    if report.complete:
+        print(f"pretrain on it: {pretrain_command(args.data, args.speaker, config)}")
     return 0
+
+
+def pretrain_command(data: Path, speaker: Path, config: SynthesisConfig) -> str:
+    """The pretraining command that reads the split just written, with the features it was made with."""
+    features = config.features or load_speaker(speaker).features
+    overrides = NavDataset(data).features_overrides(features)
+    if config.split_name not in load_config(PretrainConfig, PRETRAIN_CONFIG).data.optional_sources:
+        overrides.append(f"data.optional_sources=[{config.split_name}]")
+    return script_command(
+        SCRIPTS / "pretrain_vln.py", "--config", PRETRAIN_CONFIG, "--data", data, *overrides
+    )
 
 
 if __name__ == "__main__":

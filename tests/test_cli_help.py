@@ -12,6 +12,7 @@ import synthesize
 import train_dqn
 import train_speaker
 
+from lodestar.envs.nav.data.dataset import FEATURES_HELP
 from lodestar.runtime.config import describe_config
 
 
@@ -61,3 +62,14 @@ def test_training_script_help_lists_its_config_keys(
     assert exit_info.value.code == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     assert set(keys) <= listed
+
+
+@pytest.mark.parametrize("script", [train_speaker, pretrain_vln, finetune_vln], ids=lambda m: m.__name__)
+def test_navigation_help_documents_automatic_features(
+    script: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        script.main(["--help"])  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert ["data.features", "str", "auto"] in [line.split() for line in out.splitlines()]
+    assert FEATURES_HELP in out  # what auto means and how to name a file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import evaluate_nav
@@ -24,14 +25,14 @@ def data_dir(random_feature_world: Path) -> Path:
     return random_feature_world
 
 
-def save_follower(data_dir: Path, path: Path) -> Path:
-    """An untrained small follower for the world at ``data_dir``, saved as a ``best.pt``."""
+def save_follower(data_dir: Path, path: Path, **info: object) -> Path:
+    """An untrained small follower for the world at ``data_dir``, saved as a ``best.pt`` (``info`` added)."""
     vocab = NavDataset(data_dir).vocab()
     torch.manual_seed(0)
     model = Follower(
         len(vocab), 16, ANGLE_DIM, FollowerConfig(hidden_dim=32, num_heads=2, ffn_dim=64), vocab.pad_id
     )
-    FollowerBundle(model, vocab, FEATURE_NAME, ANGLE_DIM, 80, {"iteration": 7}).save(path)
+    FollowerBundle(model, vocab, FEATURE_NAME, ANGLE_DIM, 80, {"iteration": 7, **info}).save(path)
     return path
 
 
@@ -137,3 +138,71 @@ def test_hidden_goal_split_is_run_but_not_scored(data_dir, checkpoint, tmp_path)
     assert result.summary is None and result.per_instruction == {}
     write_submission(result, tmp_path / "submit.json")
     assert len(load_predictions(tmp_path / "submit.json")) == sum(len(ep.instructions) for ep in hidden)
+
+
+# -- the evaluation protocol: the headline split -------------------------------------------------------
+
+QUIET = ["--log-episodes", "0", "--log-failures", "0", "--num-envs", "16", "--max-steps", "3"]
+
+
+def test_default_splits_make_test_the_labelled_headline_with_a_progress_bar(
+    data_dir, tmp_path, run_script, monkeypatch
+):
+    checkpoint = save_follower(data_dir, tmp_path / "run" / "best.pt", selected_by="eval/val_unseen/spl")
+    common = ["--checkpoint", checkpoint, "--data", data_dir, "--out-dir", tmp_path / "out", *QUIET]
+    done = run_script(evaluate_vln.main, *common, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ours["headline"] == "test" and ours["selected_on"] == "val_unseen"
+    assert all(ours[split] is not None for split in ("test", "val_seen", "val_unseen"))
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "submit_test.json", "submit_val_seen.json", "submit_val_unseen.json"
+    }  # fmt: skip
+
+    monkeypatch.setenv("LODESTAR_NO_PROGRESS", "0")  # the bar is on for users
+    text = run_script(evaluate_vln.main, *common, "--split", "val_seen", "--split", "test")
+    assert text.returncode == 0, text.stderr[-3000:]
+    headline = text.stdout.index("HEADLINE test (held-out houses, used by no decision)")
+    assert headline < text.stdout.index("beside the headline: val_seen")  # printed first, whatever the order
+    assert "optimistic" not in text.stdout  # selected on val_unseen, which is not reported here
+    test_instructions = sum(len(ep.instructions) for ep in NavDataset(data_dir).episodes("test"))
+    assert "evaluate test: 100%" in text.stderr and f"{test_instructions}/{test_instructions}" in text.stderr
+
+
+def test_hidden_test_goals_give_a_submission_and_val_unseen_as_headline(data_dir, tmp_path, run_script):
+    world = tmp_path / "world"
+    shutil.copytree(data_dir, world)
+    episodes = json.loads((world / "R2R_test.json").read_text())
+    for episode in episodes:  # as real R2R publishes test: the start viewpoint only, no distance
+        episode["path"] = episode["path"][:1]
+        episode.pop("distance", None)
+    (world / "R2R_test.json").write_text(json.dumps(episodes))
+    checkpoint = save_follower(world, tmp_path / "run" / "best.pt", selected_by="eval/val_unseen/spl")
+    common = ["--checkpoint", checkpoint, "--data", world, "--out-dir", tmp_path / "out", *QUIET]
+    done = run_script(evaluate_vln.main, *common, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ours["test"] is None and "test" not in ours["failures"]
+    assert ours["headline"] == "val_unseen" and ours["selected_on"] == "val_unseen"
+    expected = {ep["path_id"] for ep in episodes}
+    assert {iid.rpartition("_")[0] for iid in load_predictions(tmp_path / "out" / "submit_test.json")} == {
+        str(p) for p in expected
+    }
+    text = run_script(evaluate_vln.main, *common).stdout
+    assert text.index("HEADLINE val_unseen (test goals hidden)") < text.index("test: ")
+    assert "selected on this split: optimistic" in text and "select_split=val_seen" in text
+
+
+def test_headline_and_selection_helpers():
+    metrics = {"sr": 0.5}
+    assert (
+        evaluate_vln.headline_split({"val_seen": metrics, "test": metrics, "val_unseen": metrics}) == "test"
+    )
+    assert (
+        evaluate_vln.headline_split({"test": None, "val_unseen": metrics, "val_seen": metrics})
+        == "val_unseen"
+    )
+    assert evaluate_vln.headline_split({"test": None, "val_seen": metrics}) == "val_seen"
+    assert evaluate_vln.headline_split({"test": None}) is None
+    assert evaluate_vln.selection_split({"selected_by": "eval/val_seen/spl"}) == "val_seen"
+    assert evaluate_vln.selection_split({"stage": "pretrain"}) is None

@@ -82,7 +82,7 @@ def test_generalized_advantages_by_hand():
 def test_dagger_writes_learner_states_with_teacher_labels(dataset):
     env = NavVecEnv(
         dataset, "train", 3, features=FEATURE_NAME, angle_feature_size=ANGLE_DIM, device="cpu", seed=4,
-        max_steps=5, record_trajectories=True,
+        max_steps=5, record_trajectories=True, oracle=True,
     )  # fmt: skip
     scans = sorted(
         {ep.scan for ep in dataset.episodes("train")} | {ep.scan for ep in dataset.episodes("val_unseen")}
@@ -91,6 +91,9 @@ def test_dagger_writes_learner_states_with_teacher_labels(dataset):
     featurizer = PathFeaturizer.from_dataset(dataset, scans, FEATURE_NAME, "cpu", ANGLE_DIM)
     store = TrajectoryStore(capacity=100)
     writer = DaggerWriter(store, env, featurizer, torch.ones(3, dtype=torch.bool))
+    plain = NavVecEnv(dataset, "train", 3, features=FEATURE_NAME, angle_feature_size=ANGLE_DIM, device="cpu")
+    with pytest.raises(ValueError, match="oracle=True"):  # DAgger's labels are the teacher's actions
+        DaggerWriter(store, plain, featurizer, torch.ones(3, dtype=torch.bool))
     torch.manual_seed(0)
     vocab = dataset.vocab()
     model = Follower(
@@ -301,7 +304,7 @@ def test_truncated_episodes_are_scored_where_they_end(data_dir, tmp_path, trunca
         reward=torch.tensor([[1.0], [0.5]]),
         terminated=torch.tensor([[False], [False]]),
         truncated=torch.tensor([[False], [True]]),
-        next_obs={"distance": torch.tensor([[5.0], [1.0]])},  # ends 1 m from the goal: a success
+        next_obs={"distance": torch.tensor([[[5.0]], [[1.0]]])},  # [T, N, 1]; ends 1 m from the goal
         extras={"learner_action": torch.zeros(2, 1, dtype=torch.long)},
         last_obs={},
     )

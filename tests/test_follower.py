@@ -48,7 +48,7 @@ def make_model(dataset: NavDataset, config: FollowerConfig = TINY, seed: int = 0
 
 
 def test_path_inputs_match_the_simulator_along_reference_paths(dataset):
-    env = make_env(dataset, sequential=True, num_envs=3)
+    env = make_env(dataset, sequential=True, num_envs=3, oracle=True)
     episodes = dataset.episodes("train")
     featurizer = PathFeaturizer.from_dataset(
         dataset, sorted({ep.scan for ep in episodes}), FEATURE_NAME, "cpu", ANGLE_DIM
@@ -67,7 +67,7 @@ def test_path_inputs_match_the_simulator_along_reference_paths(dataset):
 
 @pytest.mark.parametrize("pano", ["mean", "heading", "full", "none"])
 def test_logits_are_masked_and_policy_actions_valid(dataset, pano):
-    env = make_env(dataset, num_envs=6, seed=1)
+    env = make_env(dataset, num_envs=6, seed=1, oracle=True)
     model = make_model(dataset, FollowerConfig(**{**TINY.__dict__, "pano": pano}))
     obs = env.reset()
     out, memory = model.observe(None, obs)
@@ -84,7 +84,7 @@ def test_logits_are_masked_and_policy_actions_valid(dataset, pano):
 
 
 def test_teacher_rows_and_dagger_mixture_execute_the_teacher(dataset):
-    env = make_env(dataset, num_envs=4, seed=2)
+    env = make_env(dataset, num_envs=4, seed=2, oracle=True)
     model = make_model(dataset)
     teacher_rows = torch.tensor([True, False, True, False])
     policy = FollowerPolicy(model, 4, "sample", teacher_rows, generator=torch.Generator().manual_seed(0))
@@ -96,6 +96,12 @@ def test_teacher_rows_and_dagger_mixture_execute_the_teacher(dataset):
     assert torch.equal(always(obs)[0], obs["teacher_action"])
     with pytest.raises(ValueError, match="teacher_prob"):
         FollowerPolicy(model, 4, teacher_prob=1.5)
+    # Without the oracle option the env has no teacher: the learner acts, teacher forcing is an error.
+    plain = make_env(dataset, num_envs=4, seed=2).reset()
+    action, extras = FollowerPolicy(model, 4, "greedy")(plain)
+    assert torch.equal(action, extras["learner_action"]) and "teacher_action" not in extras
+    with pytest.raises(ValueError, match="oracle=True"):
+        FollowerPolicy(model, 4, "sample", teacher_rows)(plain)
 
 
 def test_learner_replay_reproduces_the_collected_logits(dataset):

@@ -408,11 +408,13 @@ def test_vocab_file_errors(tmp_path: Path) -> None:
         Vocab(list(SPECIAL_TOKENS)).encode("go", max_len=1)
 
 
-def test_build_vocab_and_dataset_vocab(copy_dir: Path) -> None:
+def test_build_vocab_and_dataset_vocab(copy_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     written = Vocab.load(copy_dir / "vocab.txt")
     (copy_dir / "vocab.txt").unlink()
-    with pytest.warns(UserWarning, match="vocab.txt"):
-        vocab = NavDataset(copy_dir).vocab(min_count=1)
-    assert vocab == written
-    assert (copy_dir / "vocab.txt").is_file()
+    vocab = NavDataset(copy_dir).vocab(min_count=1)
+    assert vocab == written  # built from R2R_train.json the way the file was
+    assert not (copy_dir / "vocab.txt").exists()  # and never written into the data folder
+    assert re.search(r"^warning: .*vocab\.txt not found.*R2R_train\.json", capsys.readouterr().err, re.M)
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        NavDataset(copy_dir).vocab(build_if_missing=False)
     assert len(build_vocab(copy_dir, min_count=1000, write=False)) == len(SPECIAL_TOKENS)

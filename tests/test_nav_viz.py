@@ -15,9 +15,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.perception.viz import (
     AGENT_RGB,
+    GOAL_RGB,
     REFERENCE_RGB,
+    START_RGB,
     episode_frames,
     log_episode,
+    map_legend,
     path_headings,
     top_down_map,
     trajectory_viewpoints,
@@ -53,7 +56,7 @@ def has_colour(image: np.ndarray, rgb: tuple[int, int, int]) -> bool:
 def test_top_down_map_draws_both_paths(episode):
     ep, house, graph = episode
     agent = detour(graph, ep.path)
-    image = top_down_map(house, graph, ep.path, agent, size=300)
+    image = top_down_map(house, graph, ep.path, agent, size=300, legend=False)
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert max(image.shape[:2]) in (300, 301)
     assert has_colour(image, REFERENCE_RGB) and has_colour(image, AGENT_RGB)
@@ -61,6 +64,32 @@ def test_top_down_map_draws_both_paths(episode):
     assert not has_colour(plain, REFERENCE_RGB) and not has_colour(plain, AGENT_RGB)
     with pytest.raises(KeyError, match="not in scan"):
         top_down_map(house, graph, ["nowhere"], size=300)
+
+
+def test_map_legend_explains_the_marks_that_are_drawn(episode):
+    ep, house, graph = episode
+    agent = detour(graph, ep.path)
+    bare = top_down_map(house, graph, ep.path, agent, size=300, legend=False)
+    image = top_down_map(house, graph, ep.path, agent, size=300)
+    # The legend is a strip below the map; the map itself is unchanged.
+    assert image.shape[1] == bare.shape[1] and image.shape[0] > bare.shape[0]
+    assert np.array_equal(image[: bare.shape[0]], bare)
+    strip = image[bare.shape[0] :]
+    for colour in (REFERENCE_RGB, AGENT_RGB, START_RGB, GOAL_RGB):
+        assert has_colour(strip, colour), colour
+    labels = [entry.label for entry in map_legend(reference=True, agent=True)]
+    assert labels == ["reference path", "agent path", "agent stop", "start", "goal", "success radius (3 m)"]
+    # Only what the map shows: no agent path, no agent entries; no path at all, no legend.
+    reference_only = top_down_map(house, graph, ep.path, size=300)
+    assert not has_colour(reference_only[bare.shape[0] :], AGENT_RGB)
+    assert [e.label for e in map_legend(reference=False, agent=True)] == ["agent path", "agent stop"]
+    assert (
+        top_down_map(house, graph, size=300).shape == top_down_map(house, graph, size=300, legend=False).shape
+    )
+    narrow = top_down_map(house, graph, ep.path, agent, size=64)  # entries wrap onto more rows
+    assert (
+        narrow.shape[0] - top_down_map(house, graph, ep.path, agent, size=64, legend=False).shape[0] > 3 * 14
+    )
 
 
 def test_trajectory_entries_and_headings(episode):

@@ -133,6 +133,7 @@ def test_batch_mlm_and_action_targets(dataset):
         angle_feature_size=ANGLE_DIM,
         device="cpu",
         sequential=True,
+        oracle=True,
     )
     teacher = []
     obs = env.reset()

@@ -55,6 +55,7 @@ def test_featurizer_matches_the_simulator_along_teacher_paths(
             device="cpu",
             angle_feature_size=ANGLE_SIZE,
             sequential=True,
+            oracle=True,
         )
         obs = env.reset(seed=0)
         assert int(traj.lengths[b]) == len(ep.path)

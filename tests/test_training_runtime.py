@@ -80,7 +80,7 @@ def test_a_new_run_is_named_after_prefix_seed_and_time(tmp_path: Path) -> None:
     assert run.run_dir == tmp_path / "runs" / run.config.name
     # The prefix may depend on the config; a given name is kept.
     named = resolve_run(SpeakerTrainConfig, args, lambda c: f"toy-{c.data.features}")
-    assert named.config.name.startswith("toy-cnn-s5-")
+    assert named.config.name.startswith("toy-auto-s5-")
     args = training_parser("toy", "x", SpeakerTrainConfig).parse_args(["--config", str(config), "name=mine"])
     assert resolve_run(SpeakerTrainConfig, args, "toy").run_dir == tmp_path / "runs" / "mine"
 

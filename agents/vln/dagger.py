@@ -41,6 +41,8 @@ class DaggerWriter:
     def __init__(
         self, store: TrajectoryStore, env: NavVecEnv, featurizer: PathFeaturizer, rows: torch.Tensor
     ) -> None:
+        if not env.oracle:
+            raise ValueError("DAgger labels are teacher actions: build the env with NavVecEnv(oracle=True)")
         self.store, self.env = store, env
         n, device = env.num_envs, env.device
         self.rows = rows.to(device=device, dtype=torch.bool)

@@ -27,6 +27,7 @@ from lodestar.envs.nav.eval.failures import classify_all
 from lodestar.envs.nav.eval.metrics import evaluate as score_predictions
 from lodestar.envs.nav.eval.metrics import write_predictions
 from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.runtime.progress import progress
 
 
 @dataclass
@@ -61,7 +62,8 @@ def make_eval_env(
 ) -> NavVecEnv:
     """A sequential env over ``split`` (or over ``episodes`` of it, e.g. a subset).
 
-    It has at most one row per instruction: more rows would only idle.
+    It has at most one row per instruction: more rows would only idle. It observes indices: the
+    follower gathers the views it reads from ``env.feature_table`` (see :func:`run_greedy`).
     """
     listed = dataset.episodes(split) if episodes is None else list(episodes)
     instructions = sum(len(ep.instructions) for ep in listed)
@@ -77,6 +79,7 @@ def make_eval_env(
         angle_feature_size=angle_feature_size,
         max_instruction_len=max_instruction_len,
         feature_dtype=feature_dtype,
+        observation="indices",
     )
     env.split_name = split
     return env
@@ -88,28 +91,40 @@ def has_goals(episodes: Sequence[Episode]) -> bool:
 
 
 @torch.no_grad()
-def run_greedy(model: Follower, env: NavVecEnv) -> list[dict[str, Any]]:
-    """Run every instruction of ``env`` once with argmax actions; submission records in split order."""
+def run_greedy(model: Follower, env: NavVecEnv, show_progress: bool = False) -> list[dict[str, Any]]:
+    """Run every instruction of ``env`` once with argmax actions; submission records in split order.
+
+    ``show_progress``: a progress bar over the split's instructions (standalone evaluations).
+    """
     if not env.sequential:
         raise ValueError("greedy evaluation needs a sequential env (NavVecEnv(sequential=True))")
     was_training = model.training
     model.eval()
-    policy = FollowerPolicy(model, env.num_envs, mode="greedy")
+    policy = FollowerPolicy(model, env.num_envs, mode="greedy", features=env.feature_table)
     collector = RolloutCollector(env, policy, on_episode_end=policy.on_episode_end)
     collector.reset(seed=0)
+    bar = (
+        progress(total=env.num_episodes, desc=f"evaluate {env.split_name}", unit="ep")
+        if show_progress
+        else None
+    )
     try:
         while not env.all_done:
-            collector.step()
+            transition = collector.step()
+            if bar is not None:  # counting reads the device: only when a bar is shown
+                bar.update(int(transition.done.sum()))
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     records = env.trajectories(clear=True)
     order = {iid: k for k, iid in enumerate(env.instruction_ids)}
     return sorted(records, key=lambda r: order[r["instr_id"]])
 
 
-def evaluate_follower(model: Follower, env: NavVecEnv) -> Evaluation:
-    """Greedy pass over ``env``'s split plus the R2R metrics of the result."""
-    records = run_greedy(model, env)
+def evaluate_follower(model: Follower, env: NavVecEnv, show_progress: bool = False) -> Evaluation:
+    """Greedy pass over ``env``'s split plus the R2R metrics of the result (``show_progress``: a bar)."""
+    records = run_greedy(model, env, show_progress)
     episodes = list(env.episodes)
     summary: dict[str, float] | None = None
     per_instruction: dict[str, dict[str, float]] = {}

@@ -57,8 +57,10 @@ from lodestar.agents.vln.rollout_replay import ReplayedRollout, generalized_adva
 from lodestar.agents.vln.trajectories import PathFeaturizer
 from lodestar.envs.base import dict_observation
 from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.data.tokenizer import Vocab
 from lodestar.envs.nav.eval.metrics import METRIC_KEYS
 from lodestar.envs.nav.sim.env import NavVecEnv
+from lodestar.envs.nav.sim.packing import FeatureSource
 from lodestar.replay.trajectory import TrajectoryStore
 from lodestar.runtime.checkpoint import CheckpointError, restore_module
 from lodestar.runtime.config import to_dict
@@ -66,6 +68,54 @@ from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lodestar.runtime.training import IterationTrainer, RunResult, Span
 from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
+
+# -- the env a runner steps -------------------------------------------------------------------------
+
+
+def train_env_options(
+    config: FinetuneConfig,
+    device: torch.device | str,
+    seed: int,
+    vocab: Vocab | None = None,
+    features: FeatureSource | None = None,
+) -> dict[str, Any]:
+    """:class:`NavVecEnv` keyword arguments of a fine-tuning env (see :func:`make_train_env`)."""
+    d, e = config.data, config.env
+    return {
+        "features": d.features if features is None else features,
+        "device": device,
+        "max_steps": e.max_steps,
+        "seed": seed,
+        "success_distance": e.success_distance,
+        "success_bonus": e.success_bonus,
+        "failure_penalty": e.failure_penalty,
+        "move_reward": e.move_reward,
+        "angle_feature_size": d.angle_feature_size,
+        "max_instruction_len": d.max_instruction_len,
+        "vocab": vocab,
+        "feature_dtype": getattr(torch, d.feature_dtype),
+        # The follower gathers the views it reads from env.feature_table on the env's device, so the
+        # env copies nothing of feature size per step and rollouts hold indices, not features.
+        "observation": "indices",
+        "observe_pano": config.model.pano != "none",
+        "oracle": True,  # teacher actions and distances to the goal: training signals only
+    }
+
+
+def make_train_env(
+    dataset: NavDataset,
+    split: str,
+    num_envs: int,
+    config: FinetuneConfig,
+    device: torch.device | str,
+    seed: int,
+    vocab: Vocab | None = None,
+    features: FeatureSource | None = None,
+) -> NavVecEnv:
+    """The env a fine-tuning runner steps, as the trainer configures it (the ``nav-sim`` benchmark
+    times this very env). ``features`` replaces ``config.data.features`` (e.g. an in-memory map)."""
+    return NavVecEnv(dataset, split, num_envs, **train_env_options(config, device, seed, vocab, features))
+
 
 # -- one env with its policy, collector and DAgger writer ------------------------------------------
 
@@ -90,7 +140,13 @@ class Runner:
         self.seed = seed
         self.teacher_rows = torch.arange(env.num_envs, device=env.device) < config.teacher_envs
         self.policy = FollowerPolicy(
-            model, env.num_envs, "sample", self.teacher_rows, config.teacher_prob, generator
+            model,
+            env.num_envs,
+            "sample",
+            self.teacher_rows,
+            config.teacher_prob,
+            generator,
+            env.feature_table,
         )
         self.writer = writer
         self.collector = RolloutCollector(
@@ -147,6 +203,8 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         self.dist, device = init_distributed(self.device)
         self.device = device
         self.dataset = NavDataset(c.data_dir)
+        # "auto" becomes the file it stands for, so the saved config and the follower file name it.
+        c.data.features = self.dataset.resolve_features(c.data.features)
         self.vocab = self.dataset.vocab()
         dtype = getattr(torch, c.data.feature_dtype)
         d = c.data
@@ -168,8 +226,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         self.store = TrajectoryStore(c.dagger.capacity, device=device) if c.dagger.enabled else None
         num_envs = c.learn.teacher_envs + c.learn.learner_envs
         self.runners = {
-            split: self._make_runner(split, num_envs, dtype, seed_offset=i)
-            for i, split in enumerate(train_splits)
+            split: self._make_runner(split, num_envs, seed_offset=i) for i, split in enumerate(train_splits)
         }
         self.eval_envs: dict[str, NavVecEnv] = {}
         for split in d.eval_splits if self.dist.is_main else []:  # process 0 validates
@@ -187,27 +244,10 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         self._maps_note_shown = False
 
     # -- construction helpers ---------------------------------------------------------------------
-    def _make_runner(self, split: str, num_envs: int, dtype: torch.dtype, seed_offset: int) -> Runner:
+    def _make_runner(self, split: str, num_envs: int, seed_offset: int) -> Runner:
         c = self.config
-        e = c.env
         seed = c.seed + 1000 * seed_offset + 100_003 * self.dist.rank
-        env = NavVecEnv(
-            self.dataset,
-            split,
-            num_envs,
-            features=c.data.features,
-            device=self.device,
-            max_steps=e.max_steps,
-            seed=seed,
-            success_distance=e.success_distance,
-            success_bonus=e.success_bonus,
-            failure_penalty=e.failure_penalty,
-            move_reward=e.move_reward,
-            angle_feature_size=c.data.angle_feature_size,
-            max_instruction_len=c.data.max_instruction_len,
-            vocab=self.vocab,
-            feature_dtype=dtype,
-        )
+        env = make_train_env(self.dataset, split, num_envs, c, self.device, seed, self.vocab)
         writer = None
         if self.store is not None and c.learn.learner_envs > 0:
             learner_rows = torch.arange(num_envs, device=self.device) >= c.learn.teacher_envs
@@ -255,7 +295,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         rollout = runner.collector.collect(learn.rollout_steps, keep=True)
         self.episodes_done += len(runner.collector.pop_episodes())
         self.model.train()
-        out = replay_rollout(self.model, rollout, start_memory, start_fresh)
+        out = replay_rollout(self.model, rollout, start_memory, start_fresh, runner.env.feature_table)
         steps, n, choices = out.logits.shape
         teacher = rollout.extras["teacher_action"]
         ce = F.cross_entropy(out.logits.reshape(-1, choices), teacher.reshape(-1), reduction="none").view(
@@ -311,7 +351,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
         values = out.values.detach()
         rewards, next_values = rollout.reward, out.next_values
         if learn.truncation == "stop":
-            reached = dict_observation(rollout.next_obs)["distance"] < e.success_distance
+            reached = dict_observation(rollout.next_obs)["distance"][..., 0] < e.success_distance
             stop_reward = torch.where(reached, e.success_bonus, -e.failure_penalty).to(rewards.dtype)
             rewards = torch.where(rollout.truncated, rewards + stop_reward, rewards)
             next_values = torch.where(rollout.truncated, torch.zeros_like(next_values), next_values)

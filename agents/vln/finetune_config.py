@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lodestar.agents.vln.follower import ARCHITECTURE_FIELDS, FollowerConfig
+from lodestar.runtime.protocol import check_selection_splits
 
 
 @dataclass
 class FinetuneDataConfig:
-    features: str = "cnn"
+    features: str = "auto"  # <data>/features/<name>.hdf5 (or .tsv); "auto": the only features file there
     angle_feature_size: int = 32
     max_instruction_len: int = 80
     train_split: str = "train"
@@ -103,6 +104,7 @@ class FinetuneConfig:
             raise ValueError(
                 f"select_split {self.select_split!r} must be one of data.eval_splits {self.data.eval_splits}"
             )
+        check_selection_splits(self.select_split, self.data.eval_splits, owner="fine-tuning config")
         if self.data.augment_split is not None and self.data.augment_every < 2:
             raise ValueError("data.augment_every must be >= 2 (every n-th iteration is augmentation)")
 

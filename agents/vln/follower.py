@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lodestar.agents.vln.observations import view_features
 from lodestar.envs.base import Observation, dict_observation
 from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.envs.nav.sim.feature_table import FeatureTable
 from lodestar.runtime.checkpoint import CheckpointError, atomic_save, load_file, restore_module
 
 PANO_MODES = ("mean", "heading", "full", "none")
@@ -365,11 +367,13 @@ class Follower(nn.Module):
         obs: dict[str, torch.Tensor],
         fresh_text: torch.Tensor | None = None,
         fresh_state: torch.Tensor | None = None,
+        features: FeatureTable | None = None,
     ) -> tuple[StepOutput, FollowerMemory]:
         """One step on a :class:`~lodestar.envs.nav.sim.env.NavVecEnv` observation batch.
 
         Rows in ``fresh_text`` re-encode their instruction, rows in ``fresh_state`` restart their state
-        token (new episodes need both); with ``memory=None`` every row starts fresh.
+        token (new episodes need both); with ``memory=None`` every row starts fresh. Index observations
+        gather their views from ``features`` (the env's ``feature_table``; see ``view_features``).
         """
         tokens, token_mask = obs["instr_ids"], obs["instr_mask"]
         full = tokens.shape[1]
@@ -395,7 +399,8 @@ class Follower(nn.Module):
                     memory.state = memory.state.index_copy(0, rows_state, new.state[source])
             elif rows_state is not None and rows_state.numel():
                 raise ValueError("rows restarting their state must also re-encode their instruction")
-        out = self.step(memory, obs["cand_feats"], obs["cand_mask"], obs.get("pano_feats"))
+        cand_feats, pano_feats = view_features(obs, features, self.config.pano != "none")
+        out = self.step(memory, cand_feats, obs["cand_mask"], pano_feats)
         return out, FollowerMemory(memory.text_kv, memory.text_mask, out.state)
 
     def unroll(
@@ -431,8 +436,10 @@ class FollowerPolicy:
     ``mode`` picks the learner's action: ``"greedy"`` (argmax) or ``"sample"``. Rows in
     ``teacher_rows`` execute the teacher action (teacher forcing); other rows execute the teacher
     action with probability ``teacher_prob`` (DAgger's mixture policy) and the learner's otherwise.
-    Pass :meth:`on_episode_end` to the collector so finished rows restart their memory.
-    Extras returned per step: ``learner_action`` and ``teacher_action``.
+    Pass :meth:`on_episode_end` to the collector so finished rows restart their memory, and
+    ``features=env.feature_table`` for an env with index observations.
+    Extras returned per step: ``learner_action``, and ``teacher_action`` when the env observes it
+    (``NavVecEnv(oracle=True)``; teacher forcing and DAgger need it, greedy evaluation does not).
     """
 
     def __init__(
@@ -443,6 +450,7 @@ class FollowerPolicy:
         teacher_rows: torch.Tensor | None = None,
         teacher_prob: float = 0.0,
         generator: torch.Generator | None = None,
+        features: FeatureTable | None = None,
     ) -> None:
         if mode not in ("greedy", "sample"):
             raise ValueError(f"policy mode must be 'greedy' or 'sample', got {mode!r}")
@@ -456,7 +464,7 @@ class FollowerPolicy:
             else teacher_rows.to(device=device, dtype=torch.bool)
         )
         self.teacher_prob = teacher_prob
-        self.generator = generator
+        self.generator, self.features = generator, features
         self.memory: FollowerMemory | None = None
         self.fresh = torch.ones(num_envs, dtype=torch.bool, device=device)
 
@@ -470,7 +478,7 @@ class FollowerPolicy:
     def __call__(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = dict_observation(obs)
         with torch.no_grad():
-            out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh)
+            out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh, self.features)
         self.fresh = torch.zeros_like(self.fresh)
         logits = out.logits
         if not bool(torch.isfinite(logits).all()):
@@ -479,7 +487,11 @@ class FollowerPolicy:
             learner = logits.argmax(-1)
         else:
             learner = torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
-        teacher = obs["teacher_action"]
+        teacher = obs.get("teacher_action")
+        if teacher is None:
+            if self.teacher_prob > 0.0 or bool(self.teacher_rows.any()):
+                raise ValueError("teacher forcing needs the teacher action: build the env with oracle=True")
+            return learner, {"learner_action": learner}
         use_teacher = self.teacher_rows.clone()
         if self.teacher_prob > 0.0:
             coin = torch.rand(self.num_envs, device=logits.device, generator=self.generator)

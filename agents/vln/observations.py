@@ -6,6 +6,11 @@ the panorama view facing the neighbour plus the angle features of the edge relat
 padded to ``max_degree`` slots, and a zero STOP slot last - exactly ``NavVecEnv``'s ``cand_feats``.
 Pretraining (action prediction along human and synthetic paths) and DAgger replay (states visited
 by the learner) both read their inputs from here, with no loop over paths.
+
+:func:`view_features` gives the follower its inputs from a simulator observation of either mode:
+trainers and evaluators step ``NavVecEnv(observation="indices")`` and gather, on the env's device,
+only what the follower consumes from ``env.feature_table`` (the panorama only for a follower that
+reads it), the same numbers ``observation="features"`` would have materialised.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from lodestar.agents.vln.trajectories import PathFeaturizer, TrajectoryFeatures
-from lodestar.envs.nav.sim.feature_table import angle_features
+from lodestar.envs.nav.sim.feature_table import FeatureTable, angle_features
 
 
 @dataclass
@@ -59,3 +64,27 @@ def step_inputs(featurizer: PathFeaturizer, traj: TrajectoryFeatures, keep_pano:
     cand = torch.cat([cand, cand.new_zeros(*cand.shape[:2], 1, cand.shape[-1])], dim=2)
     cand_mask = torch.cat([mask, torch.ones_like(mask[..., :1])], dim=-1)
     return StepInputs(cand, cand_mask, traj.pano_feats if keep_pano else None, traj.step_mask)
+
+
+def view_features(
+    obs: dict[str, torch.Tensor], features: FeatureTable | None, with_pano: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(cand_feats [N, K+1, D+A], pano_feats [N, 36, D+A] or None)`` of a ``NavVecEnv`` observation.
+
+    A features observation passes through. An index observation is gathered from ``features`` (the
+    env's ``feature_table``) bit for bit as the features mode would materialise it; its panorama only
+    when ``with_pano`` (a follower with ``pano="none"`` never reads it).
+    """
+    if "cand_feats" in obs:
+        return obs["cand_feats"], obs.get("pano_feats")
+    if "cand_view" not in obs:
+        raise KeyError("observation has neither cand_feats (features mode) nor cand_view (indices mode)")
+    if features is None:
+        raise ValueError(
+            "an index observation (NavVecEnv(observation='indices')) needs the env's feature table: "
+            "pass features=env.feature_table"
+        )
+    cand = features.cand_feats(obs["cand_view"], obs["cand_angles"])
+    if not with_pano or "pano_index" not in obs:
+        return cand, None
+    return cand, features.pano_feats(obs["pano_index"], obs["heading"])

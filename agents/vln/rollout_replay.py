@@ -14,6 +14,7 @@ import torch
 from lodestar.agents.rollout import Rollout
 from lodestar.agents.vln.follower import Follower, FollowerMemory
 from lodestar.envs.base import Observation, dict_observation
+from lodestar.envs.nav.sim.feature_table import FeatureTable
 
 
 @dataclass
@@ -31,9 +32,16 @@ def _at(obs: Observation, t: int, rows: torch.Tensor | None = None) -> dict[str,
 
 
 def replay_rollout(
-    model: Follower, rollout: Rollout, start_memory: FollowerMemory | None, start_fresh: torch.Tensor
+    model: Follower,
+    rollout: Rollout,
+    start_memory: FollowerMemory | None,
+    start_fresh: torch.Tensor,
+    features: FeatureTable | None = None,
 ) -> ReplayedRollout:
-    """Re-run the follower over ``rollout`` with gradients (see the module docstring)."""
+    """Re-run the follower over ``rollout`` with gradients (see the module docstring).
+
+    ``features``: the env's ``feature_table`` when the rollout holds index observations.
+    """
     steps, n = rollout.action.shape
     done = rollout.terminated | rollout.truncated
     memory = start_memory
@@ -43,20 +51,21 @@ def replay_rollout(
     for t in range(steps):
         # Text is re-encoded with gradients at t = 0; states carried into the rollout are constants.
         fresh_text, fresh_state = (everyone, start_fresh) if t == 0 else (done[t - 1], done[t - 1])
-        out, memory = model.observe(memory, _at(rollout.obs, t), fresh_text, fresh_state)
+        out, memory = model.observe(memory, _at(rollout.obs, t), fresh_text, fresh_state, features)
         logits.append(out.logits)
         values.append(out.value)
         truncated = torch.nonzero(rollout.truncated[t]).flatten()
         if truncated.numel():
             with torch.no_grad():
                 final, _ = model.observe(
-                    memory.select(truncated).detach(), _at(rollout.next_obs, t, truncated)
+                    memory.select(truncated).detach(), _at(rollout.next_obs, t, truncated), features=features
                 )
             bootstrap[t, truncated] = final.value
     if memory is None:
         raise ValueError("cannot replay a rollout of zero steps")
     with torch.no_grad():
-        last, _ = model.observe(memory.detach(), dict_observation(rollout.last_obs), done[-1], done[-1])
+        last_obs = dict_observation(rollout.last_obs)
+        last, _ = model.observe(memory.detach(), last_obs, done[-1], done[-1], features)
     value_tensor = torch.stack(values)
     following = torch.cat([value_tensor[1:].detach(), last.value.unsqueeze(0)])
     return ReplayedRollout(torch.stack(logits), value_tensor, torch.where(done, bootstrap, following))

@@ -31,6 +31,7 @@ from lodestar.envs.nav.data.tokenizer import Vocab, tokenize
 from lodestar.runtime.checkpoint import restore_module
 from lodestar.runtime.config import to_dict
 from lodestar.runtime.logger import RunLogger
+from lodestar.runtime.protocol import check_selection_splits
 from lodestar.runtime.seeding import rng_state, set_rng_state
 from lodestar.runtime.training import IterationTrainer, RunResult, Span
 from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # callers catch it from here
@@ -40,7 +41,8 @@ from lodestar.runtime.training import TrainingDiverged as TrainingDiverged  # ca
 class SpeakerDataConfig:
     """Which data the speaker reads and how it is featurized."""
 
-    features: str = "cnn"  # <data>/features/<name>.hdf5 (or .tsv)
+    # <data>/features/<name>.hdf5 (or .tsv); "auto": the only features file there (NavDataset.resolve_features)
+    features: str = "auto"
     angle_feature_size: int = 32  # [sin h, cos h, sin e, cos e] repeated: weight of geometry vs pixels
     max_instruction_len: int = 80  # tokens including <BOS>/<EOS>; longer instructions are cut
     train_split: str = "train"
@@ -83,6 +85,7 @@ class SpeakerTrainConfig:
             raise ValueError(
                 f"select_split {self.select_split!r} must be one of data.eval_splits {self.data.eval_splits}"
             )
+        check_selection_splits(self.select_split, self.data.eval_splits, owner="speaker config")
 
 
 # Keys that shape the network or its inputs; a resumed run must agree on them.
@@ -162,6 +165,8 @@ class SpeakerTrainer(IterationTrainer[SpeakerTrainConfig, TrainResult]):
         super().__init__(config, run_dir)
         c = config
         self.dataset = NavDataset(c.data_dir)
+        # "auto" becomes the file it stands for, so the saved config and the speaker file name it.
+        c.data.features = self.dataset.resolve_features(c.data.features)
         self.vocab = self.dataset.vocab()
         splits = [c.data.train_split, *c.data.eval_splits]
         episodes = {split: self.dataset.episodes(split) for split in splits}

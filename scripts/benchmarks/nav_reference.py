@@ -25,12 +25,14 @@ class ReferenceNavSim:
     candidates (cached once per viewpoint), shortest distances and next hops; per episode an
     observation dict that hands out the cached ``[36, D]`` feature array and instruction encoding by
     reference, with the candidate list (view index ``pointId`` per candidate) and freshly computed
-    angle features relative to the agent heading.
+    angle features relative to the agent heading (the 4 distinct values ``[sin, cos]`` of heading and
+    elevation, as ``NavVecEnv``'s index observations hold them; :meth:`batch` repeats them to the
+    angle feature size).
 
     ``observation="indices"`` returns that list of per-episode dicts, like the R2R env (the agent
     batches it later; that cost is not counted here). ``observation="features"`` also copies every
     per-episode observation into batch arrays (:meth:`batch`) with the same content and layout as
-    ``NavVecEnv(observation="features")``.
+    ``NavVecEnv(observation="features", oracle=True)``.
 
     Episodes are drawn like ``NavVecEnv`` (sequential pass, or a cycling ``torch.randperm`` stream
     seeded the same way) so that both simulators see the same episodes for the same seed.
@@ -132,10 +134,9 @@ class ReferenceNavSim:
             "trajectory": [[start, heading, 0.0]],
         }
 
-    def _angle(self, heading: float, elevation: float) -> list[float]:
-        return [math.sin(heading), math.cos(heading), math.sin(elevation), math.cos(elevation)] * (
-            self.angle_size // 4
-        )
+    @staticmethod
+    def _angle(heading: float, elevation: float) -> list[float]:
+        return [math.sin(heading), math.cos(heading), math.sin(elevation), math.cos(elevation)]
 
     def _episode_obs(self, state: dict) -> dict:
         """The R2R-style observation of one episode (feature array and candidates by reference)."""
@@ -154,7 +155,7 @@ class ReferenceNavSim:
             "heading": heading,
             "feature": self.features[feature_key(scan, vp)],
             "candidate": cands,
-            "cand_angles": np.array(angles, dtype=np.float32).reshape(len(cands), self.angle_size),
+            "cand_angles": np.array(angles, dtype=np.float32).reshape(len(cands), 4),
             "instr_encoding": state["tokens"],
             "teacher": teacher,
             "distance": self.distances[scan][vp][goal],
@@ -174,7 +175,7 @@ class ReferenceNavSim:
             "cand_mask": np.zeros((n, k + 1), bool),
             "instr_ids": np.full((n, self.instr_len), self.pad_id, np.int64),
             "teacher_action": np.zeros(n, np.int64),
-            "distance": np.zeros(n, np.float32),
+            "distance": np.zeros((n, 1), np.float32),
             "step": np.zeros(n, np.int64),
         }
         if self.observe_pano:
@@ -186,7 +187,7 @@ class ReferenceNavSim:
             feature, count = ob["feature"], len(ob["candidate"])
             cand = out["cand_feats"][row]
             cand[:count, :d] = feature[[c[4] for c in ob["candidate"]]]
-            cand[:count, d:] = ob["cand_angles"]
+            cand[:count, d:] = np.tile(ob["cand_angles"], self.angle_size // 4)
             out["cand_mask"][row, :count] = True
             out["cand_mask"][row, k] = True
             out["instr_ids"][row] = ob["instr_encoding"]

@@ -6,33 +6,32 @@ dicts of shortest distances and next hops, one observation dict per episode that
 ``[36, D]`` feature array and the instruction encoding by reference, with the candidates' view
 indices and freshly computed angle features). Both simulators run the same actions in the same
 process, and the benchmark asserts that they produce the same rewards, terminations, teacher actions,
-distances, final observation and trajectories.
+distances, last observation and (where recorded) trajectories.
 
 Two comparisons, each against the reference producing the same observation content:
 
-- **index observations** (``NavVecEnv(observation="indices")``, the target: >= 50x at batch 1024):
-  candidate view indices into ``env.feature_table``, candidate angle features, panorama index and
-  heading, instruction tokens, teacher action, distance, step. The reference returns its list of
-  per-episode dicts (the agent-side batching of R2R code is not counted for it).
-- **materialised features** (``observation="features"``, reported without a target): candidate and
-  36-view panorama features copied per step; the reference copies each episode's observation into
-  the same batch arrays. Both are bound by writing ~75 MB of panorama per step at batch 1024 with
-  D=512 (twice when episodes end, for ``final_obs``); the "memory floor" figure times nothing but
-  fresh copies of one observation and its final observation. Fresh tensors that large page-fault:
-  numpy puts them on huge pages by default, torch only with ``THP_MEM_ALLOC_ENABLE=1`` in the
-  environment of the process (the title says which), which changes these figures several-fold.
+- **trainer** (the target: >= 50x at batch 1024): the env exactly as fine-tuning builds and steps it,
+  from the trainer's own :func:`~lodestar.agents.vln.finetune.make_train_env` with the default
+  fine-tuning config: index observations (``observation="indices"``; the follower gathers the views
+  it reads from ``env.feature_table``), the oracle, float16 features, 32 angle features. The
+  reference returns its list of per-episode dicts (the agent-side batching of R2R code is not
+  counted for it), holds its features in the same dtype and, like the index observation, computes
+  the 4 distinct angle values of each candidate (both repeat them to 32 only when materialising).
+- **materialised features** (``observation="features"``, what Stable-Baselines3 and gymnasium users
+  get; target >= 1x at every batch): candidate and 36-view panorama features written per step (into
+  reused output buffers), twice when episodes end (``final_obs``); the reference copies each
+  episode's observation into fresh batch arrays of the same layout.
 
 Options: ``data=<dir>`` (default ``data/nav/benchmark`` when it exists, else a synthetic dataset sized
-like R2R from :mod:`benchmarks.nav_synthetic`: 60 scans x ~100 viewpoints), ``features=<name>``
-(random features when the dataset has none), ``feature_dim=512``, ``batches=64,256,1024``,
-``observation=indices,features``, ``steps=<n>``, ``pano=1``, ``repeats=3``, ``threads=1`` (torch
-intra-op threads for NavVecEnv).
+like R2R from :mod:`benchmarks.nav_synthetic`: 60 scans x ~100 viewpoints), ``split=train``,
+``features=<name>`` (random features when not given), ``feature_dim=512`` (of random features),
+``batches=64,256,1024``, ``observation=trainer,features``, ``steps=<n>``, ``pano=1`` (features rows),
+``repeats=3``, ``threads=1`` (torch intra-op threads for NavVecEnv).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -45,14 +44,28 @@ import torch
 
 from benchmarks.nav_reference import ReferenceNavSim
 from benchmarks.nav_synthetic import write_synthetic_dataset
+from lodestar.agents.vln.finetune import make_train_env
+from lodestar.agents.vln.finetune_config import FinetuneConfig
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.features import NUM_VIEWS
-from lodestar.envs.nav.sim.env import OBSERVATION_MODES, NavVecEnv
+from lodestar.envs.nav.data.graph import NavGraph
+from lodestar.envs.nav.data.r2r import Episode
+from lodestar.envs.nav.data.tokenizer import Vocab
+from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.runtime.bench import Figure, report
 
 DEFAULT_DATA = Path("data/nav/benchmark")
-TARGET_SPEEDUP = 50.0
-TARGET_BATCH = 1024
+MODES = ("trainer", "features")
+TRAINER_TARGET, TARGET_BATCH = 50.0, 1024  # x the per-episode loop, at this batch
+FEATURES_TARGET = 1.0  # the materialised features: never slower than the per-episode loop
+REFERENCE_LABEL = {
+    "trainer": "per-episode Python simulator (R2R style, per-episode dicts)",
+    "features": "per-episode Python simulator (R2R style, batched arrays)",
+}
+DEFAULT_STEPS = {  # per batch: enough steps for episodes to end and restart many times
+    "trainer": ({64: 400, 256: 200, 1024: 100}, {64: 40, 256: 20, 1024: 10}),
+    "features": ({64: 200, 256: 80, 1024: 30}, {64: 10, 256: 5, 1024: 3}),
+}
 
 
 def random_actions(
@@ -68,9 +81,35 @@ def random_actions(
     return torch.where(stop, slots - 1, moves)
 
 
-def _dataset(options: dict[str, str], tmp: str) -> tuple[NavDataset, dict[str, np.ndarray], str]:
-    """The dataset to run on and a feature map for its train viewpoints (loaded or random)."""
-    feature_dim = int(options.get("feature_dim", 512))
+@dataclass
+class Setup:
+    """The split both simulators run, and its view features ``[V, 36, D]`` in packing order."""
+
+    dataset: NavDataset
+    split: str
+    episodes: list[Episode]
+    graphs: dict[str, NavGraph]
+    vocab: Vocab
+    features: np.ndarray
+    label: str
+
+    def reference(self, env: NavVecEnv) -> ReferenceNavSim:
+        """The reference configured like ``env``, its features in the dtype of ``env``'s table."""
+        dtype = np.float16 if env.feature_table.table.dtype == torch.float16 else np.float32
+        arrays = np.asarray(self.features, dtype=dtype)  # no copy when the dtype matches
+        keys = NavDataset.viewpoint_keys(self.graphs.values())
+        return ReferenceNavSim(
+            self.graphs, dict(zip(keys, arrays, strict=True)), self.episodes, self.vocab, env.num_envs,
+            max_steps=env.max_steps, angle_feature_size=env.angle_feature_size,
+            max_instruction_len=env.single_observation_space["instr_ids"].shape[0],
+            max_degree=env.world.max_degree, observe_pano=env.observe_pano, observation=env.observation,
+            success_distance=env.success_distance, success_bonus=env.success_bonus,
+            failure_penalty=env.failure_penalty,
+        )  # fmt: skip
+
+
+def _setup(options: dict[str, str], tmp: str) -> Setup:
+    """The dataset and split to run on, with features loaded (in file dtype) or random."""
     data = Path(options["data"]) if "data" in options else DEFAULT_DATA
     if data.is_dir():
         dataset, label = NavDataset(data), str(data)
@@ -79,21 +118,32 @@ def _dataset(options: dict[str, str], tmp: str) -> tuple[NavDataset, dict[str, n
     else:
         # R2R-sized in quick mode too: the reference's per-episode cost depends on the size of its
         # dicts, so a smaller world would not measure the same ratio (generating it takes seconds).
+        feature_dim = int(options.get("feature_dim", 512))
         root = write_synthetic_dataset(Path(tmp) / "nav", feature_dim=feature_dim, feature_name=None)
         dataset, label = NavDataset(root), "synthetic 60 scans"
-    scans = sorted({ep.scan for ep in dataset.episodes("train")})
-    graphs = [dataset.graph(scan) for scan in scans]
+    split = options.get("split", "train")
+    episodes = dataset.episodes(split)
+    graphs = {scan: dataset.graph(scan) for scan in sorted({ep.scan for ep in episodes})}
     name = options.get("features")
     if name is not None:
-        table = dataset.load_features(name, scans)
-        features = dict(zip(NavDataset.viewpoint_keys(graphs), table.astype(np.float32), strict=True))
+        features = dataset.load_features(name, list(graphs))
     else:
+        count = sum(g.num_viewpoints for g in graphs.values())
         rng = np.random.default_rng(0)
-        features = {
-            key: rng.standard_normal((NUM_VIEWS, feature_dim), dtype=np.float32)
-            for key in NavDataset.viewpoint_keys(graphs)
-        }
-    return dataset, features, label
+        features = rng.standard_normal((count, NUM_VIEWS, int(options.get("feature_dim", 512))), np.float32)
+    return Setup(dataset, split, episodes, graphs, dataset.vocab(), features, f"{label}, split {split}")
+
+
+def _make_env(mode: str, setup: Setup, batch: int, pano: bool, seed: int) -> NavVecEnv:
+    if mode == "trainer":  # exactly the fine-tuning runner's env (default config)
+        return make_train_env(
+            setup.dataset, setup.split, batch, FinetuneConfig(), "cpu", seed, setup.vocab, setup.features
+        )
+    return NavVecEnv(
+        setup.dataset, setup.split, batch, features=setup.features, device="cpu", seed=seed,
+        vocab=setup.vocab, observe_pano=pano, record_trajectories=True,
+        oracle=True,  # the teacher action and distance are checked against the reference
+    )  # fmt: skip
 
 
 def _step_outputs(obs: Any, reward: Any, terminated: Any, truncated: Any, active: Any) -> list[np.ndarray]:
@@ -102,12 +152,12 @@ def _step_outputs(obs: Any, reward: Any, terminated: Any, truncated: Any, active
         teacher = np.array([-1 if ob is None else ob["teacher"] for ob in obs])
         distance = np.array([np.nan if ob is None else ob["distance"] for ob in obs], np.float32)
     else:
-        teacher, distance = np.asarray(obs["teacher_action"]), np.asarray(obs["distance"])
+        teacher, distance = np.asarray(obs["teacher_action"]), np.asarray(obs["distance"])[:, 0]
     return [np.asarray(x) for x in (reward, terminated, truncated, teacher, distance, active)]
 
 
 def _verify(env: NavVecEnv, sim: ReferenceNavSim, actions: list[torch.Tensor], seed: int, label: str) -> None:
-    """One untimed pass of both simulators: same per-step outputs, final observation and trajectories."""
+    """One untimed pass of both simulators: same per-step outputs, last observation and trajectories."""
     names = ("reward", "terminated", "truncated", "teacher", "distance", "active")
     env.reset(seed)
     sim.reset(seed)
@@ -132,22 +182,12 @@ def _verify(env: NavVecEnv, sim: ReferenceNavSim, actions: list[torch.Tensor], s
 
 
 def _compare_trajectories(env: NavVecEnv, sim: ReferenceNavSim, label: str) -> None:
+    if not env.record_trajectories:  # the trainer's env records none (training needs none)
+        return
     got = [(r["instr_id"], [p[0] for p in r["trajectory"]]) for r in env.trajectories()]
     want = [(r["instr_id"], [p[0] for p in r["trajectory"]]) for r in sim.finished]
     if got != want:
         raise AssertionError(f"nav-sim {label}: trajectories differ from the reference")
-
-
-def _copy_floor(obs: dict[str, torch.Tensor], steps: int, repeats: int) -> float:
-    """Seconds to merely allocate and fill fresh copies of one observation and its final observation."""
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            for _ in range(2):
-                {key: value.clone() for key, value in obs.items()}
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _run_time(simulator: Any, actions: Sequence[Any], seed: int) -> float:
@@ -159,35 +199,12 @@ def _run_time(simulator: Any, actions: Sequence[Any], seed: int) -> float:
     return time.perf_counter() - start
 
 
-@dataclass
-class Measurement:
-    """Env steps/s of NavVecEnv, of the reference, and of the copy floor (features mode only)."""
-
-    vec_rate: float
-    ref_rate: float
-    floor_rate: float | None
-
-
 def _measure(
-    dataset: NavDataset,
-    features: dict[str, np.ndarray],
-    sim: ReferenceNavSim,
-    batch: int,
-    steps: int,
-    pano: bool,
-    observation: str,
-    repeats: int,
-    seed: int = 0,
-) -> Measurement:
-    """Env steps/s of NavVecEnv and of the reference on the same action sequence (and the copy floor)."""
-    env = NavVecEnv(
-        dataset, "train", batch, features=features, device="cpu", seed=seed, max_degree=sim.max_degree,
-        observe_pano=pano, observation=observation, record_trajectories=True,
-    )  # fmt: skip
-    sim.num_envs, sim.observe_pano, sim.observation = batch, pano, observation
-    label = f"batch {batch}, {observation}"
+    env: NavVecEnv, sim: ReferenceNavSim, steps: int, repeats: int, label: str, seed: int = 0
+) -> tuple[float, float]:
+    """``(NavVecEnv, reference)`` env steps/s on the same action sequence, checked to agree first."""
     generator = torch.Generator().manual_seed(seed)
-    obs, actions = env.reset(), []
+    obs, actions = env.reset(seed), []
     for _ in range(steps):  # untimed pass (also a warm-up): record actions valid along the way
         actions.append(random_actions(obs["cand_mask"], generator))
         obs = env.step(actions[-1])[0]
@@ -199,61 +216,36 @@ def _measure(
         vec_time = min(vec_time, _run_time(env, actions, seed))
         ref_time = min(ref_time, _run_time(sim, plain, seed))
     _compare_trajectories(env, sim, label)
-    floor = None
-    if observation == "features":
-        floor = batch * steps / _copy_floor(env.reset(seed), steps, repeats)
-    return Measurement(batch * steps / vec_time, batch * steps / ref_time, floor)
+    return env.num_envs * steps / vec_time, env.num_envs * steps / ref_time
 
 
-REFERENCE_LABEL = {
-    "indices": "per-episode Python simulator (R2R style, per-episode dicts)",
-    "features": "per-episode Python simulator (R2R style, batched arrays)",
-}
-
-
-def _figures(m: Measurement, mode: str, batch: int, with_pano: bool, largest: bool) -> list[Figure]:
-    what = ("index observations" if mode == "indices" else "materialised features") + (
-        "" if with_pano else ", no panorama"
+def _figure(mode: str, batch: int, pano: bool, rates: tuple[float, float]) -> Figure:
+    if mode == "trainer":
+        what = "trainer: index observations as fine-tuning steps them"
+        target = TRAINER_TARGET if batch == TARGET_BATCH else None
+    else:
+        what = "materialised features" + ("" if pano else ", no panorama")
+        target = FEATURES_TARGET
+    return Figure(
+        benchmark="nav-sim",
+        metric=f"env steps/s, batch {batch} ({what})",
+        value=round(rates[0], 1),
+        unit="steps/s",
+        reference=REFERENCE_LABEL[mode],
+        reference_value=round(rates[1], 1),
+        target=target,
     )
-    target = TARGET_SPEEDUP if mode == "indices" and batch == TARGET_BATCH and with_pano else None
-    figures = [
-        Figure(
-            benchmark="nav-sim",
-            metric=f"env steps/s, batch {batch} ({what})",
-            value=round(m.vec_rate, 1),
-            unit="steps/s",
-            reference=REFERENCE_LABEL[mode],
-            reference_value=round(m.ref_rate, 1),
-            target=target,
-        )
-    ]
-    if m.floor_rate is not None and largest:
-        figures.append(
-            Figure(
-                benchmark="nav-sim",
-                metric=f"env steps/s vs memory floor, batch {batch} ({what})",
-                value=round(m.vec_rate, 1),
-                unit="steps/s",
-                reference="fresh copies of obs + final_obs only",
-                reference_value=round(m.floor_rate, 1),
-            )
-        )
-    return figures
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     batches = [int(b) for b in options.get("batches", "64,256,1024").split(",")]
-    modes = options.get("observation", "indices,features").split(",")
-    unknown = sorted(set(modes) - set(OBSERVATION_MODES))
+    modes = options.get("observation", ",".join(MODES)).split(",")
+    unknown = sorted(set(modes) - set(MODES))
     if unknown:
-        raise ValueError(f"nav-sim: unknown observation mode(s) {unknown}; choose from {OBSERVATION_MODES}")
+        raise ValueError(f"nav-sim: unknown observation row(s) {unknown}; choose from {MODES}")
     pano = options.get("pano", "1") not in ("0", "false", "no")
-    default_steps = {
-        "indices": {64: 400, 256: 200, 1024: 100} if not quick else {64: 100, 256: 50, 1024: 40},
-        "features": {64: 200, 256: 80, 1024: 30} if not quick else {64: 20, 256: 10, 1024: 5},
-    }
-    repeats = int(options.get("repeats", 3))
-    runs = [(mode, batch, pano) for mode in modes for batch in batches]
+    repeats = int(options.get("repeats", 1 if quick else 3))
+    runs = [(mode, batch, pano or mode == "trainer") for mode in modes for batch in batches]
     if "features" in modes and pano and not quick:
         runs.append(("features", max(batches), False))  # what the panorama costs
     # One thread by default: the reference runs on one core, and on a shared machine multi-threaded
@@ -261,24 +253,27 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     threads = int(options.get("threads", 1))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    figures = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            dataset, features, label = _dataset(options, tmp)
-            episodes = dataset.episodes("train")
-            graphs = {scan: dataset.graph(scan) for scan in sorted({ep.scan for ep in episodes})}
-            sim = ReferenceNavSim(graphs, features, episodes, dataset.vocab(), 1)
-            figures = []
+            setup = _setup(options, tmp)
+            references: dict[tuple[str, bool], ReferenceNavSim] = {}
             for mode, batch, with_pano in runs:
-                steps = int(options.get("steps", default_steps[mode].get(batch, 30)))
-                m = _measure(dataset, features, sim, batch, steps, with_pano, mode, repeats)
-                figures += _figures(m, mode, batch, with_pano, batch == max(batches))
+                steps = int(options.get("steps", DEFAULT_STEPS[mode][quick].get(batch, 30)))
+                env = _make_env(mode, setup, batch, with_pano, seed=0)
+                if (mode, with_pano) not in references:  # building its dicts takes seconds: once per row
+                    references[mode, with_pano] = setup.reference(env)
+                sim = references[mode, with_pano]
+                sim.num_envs = batch
+                label = f"batch {batch}, {mode}"
+                figures.append(_figure(mode, batch, with_pano, _measure(env, sim, steps, repeats, label)))
+                del env  # its feature table, before the next one is built
     finally:
         torch.set_num_threads(previous_threads)
-    dim = next(iter(features.values())).shape[1]
-    huge_pages = "on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off"
+    dim = setup.features.shape[-1]
     title = (
-        f"nav-sim: NavVecEnv vs per-episode reference ({label}, D={dim}, {threads} torch thread(s), "
-        f"torch huge pages {huge_pages}); outputs and trajectories identical"
+        f"nav-sim: NavVecEnv vs per-episode reference ({setup.label}, D={dim}, {threads} torch "
+        "thread(s)); outputs and observations identical"
     )
     report(figures, title)
     return figures

@@ -1,31 +1,45 @@
 """vln-ablation: does PREVALENT-style pretraining on speaker-synthesized data pay off in unseen houses?
 
-Same fine-tuning budget (``configs/vln_finetune.yaml``), ``seeds`` fine-tuning seeds per condition:
+Same fine-tuning budget (``configs/vln_finetune.yaml``), ``seeds`` fine-tuning seeds per condition (arm):
 
 - (a) ``scratch``: fine-tuned from scratch on the human ``train`` split;
 - (b) ``augment``: from scratch on human + synthetic episodes (EnvDrop-style augmentation);
 - (c) ``pretrained``: pretrained (MLM + action prediction) on human + synthetic triplets, then
   fine-tuned on human ``train``.
 
-Every best follower (``best.pt``, chosen by val_unseen SPL) is evaluated greedily on the full
-val_seen and val_unseen splits. Reported: SR/SPL/nDTW mean and std over seeds, where the val_unseen
-episodes end (the failure categories of ``envs/nav/eval/failures.py``), the val_unseen SR gain of (c)
-over (a) (target: +5 points), and throughput: pretraining samples/s and fine-tuning
-episodes/s in one process and with ``torchrun --nproc_per_node 2`` (same global batch / envs per
-process), each multi-process figure against the single-process one of the same run.
+Protocol (DESIGN.md section 9). Every decision uses a validation split: each fine-tuning run keeps
+its ``best.pt`` by SPL on ``select`` (default ``val_unseen``), passed to the runs explicitly; the
+speaker keeps its ``best.pt`` by BLEU-4 on the same split; pretraining selects nothing (fine-tuning
+starts from its last checkpoint). No run evaluates ``test`` while it trains, and a configuration that
+would select on ``test`` is refused before anything runs; each evaluated ``best.pt`` is checked for
+the split it was selected on. The headline is ``test`` (held-out houses that took part in no
+decision): SR/SPL/nDTW per arm, mean and sample std over seeds, with val_seen and val_unseen beside
+it for comparison with the R2R literature (the selection split's figures are optimistic). The
+(c) - (a) SR gain is reported per split with its standard error and a 95% stratified bootstrap
+interval (``resamples`` draws, default 10,000: each draw resamples every arm's seeds with
+replacement, independently of the other arm; percentile interval; :mod:`lodestar.runtime.stats`).
+The +5 SR target is met only when the mean test gain reaches 5 points *and* the interval's lower
+bound is above 0. Also reported: where test and val_unseen episodes end (the failure categories of
+``envs/nav/eval/failures.py``), and throughput: pretraining samples/s and fine-tuning episodes/s in
+one process and with ``torchrun --nproc_per_node 2`` (same global batch / envs per process), each
+multi-process figure against the single-process one of the same run.
 
 Stages that already produced their output in ``work`` (world, features, speaker, synthetic split,
-pretraining, fine-tuning runs) are reused, so an interrupted benchmark picks up where it stopped.
+pretraining, fine-tuning runs) are reused, so an interrupted benchmark picks up where it stopped;
+the greedy evaluation of a finished run is cached beside its ``best.pt`` (``ablation_eval.json``),
+so re-running the report costs only the throughput measurement (``throughput=0`` skips it).
 
 Options (``key=value``): ``data`` (dataset directory; default ``data/nav/benchmark``, built with
 ``features=cnn`` when missing), ``work`` (runs directory, default ``runs/vln-ablation``), ``seeds``
-(``0,1``), ``features``, ``threads`` (torch threads per run), ``parallel`` (fine-tuning runs side by
-side, default 2, each in its own process with one torch thread unless ``threads`` says otherwise,
-logging to ``<work>/<condition>-s<seed>.log``), and stage overrides prefixed with
-``speaker.``, ``synth.``, ``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``,
-``synth.new_houses=20``; by default synthesis labels 30,000 paths, in the train houses and 30 new
-ones, with sampled speaker decoding, when the dataset has no ``R2R_synthetic.json`` yet). A synthetic
-split already in the dataset is reused only if it was synthesized with the requested options;
+(``0,1,2``; at least 3), ``select`` (the validation split ``best.pt`` is chosen on, default
+``val_unseen``), ``resamples`` (bootstrap draws, default 10000), ``throughput`` (1/0), ``features``,
+``threads`` (torch threads per run), ``parallel`` (fine-tuning runs side by side, default 2, each in
+its own process with one torch thread unless ``threads`` says otherwise, logging to
+``<work>/<condition>-s<seed>.log``), and stage overrides prefixed with ``speaker.``, ``synth.``,
+``pretrain.`` or ``finetune.`` (e.g. ``finetune.iterations=1500``, ``synth.new_houses=20``; by
+default synthesis labels 30,000 paths, in the train houses and 30 new ones, with sampled speaker
+decoding, when the dataset has no ``R2R_synthetic.json`` yet). A synthetic split already in the
+dataset is reused only if it was synthesized with the requested options;
 ``synth.split_name=<name>`` (e.g. with ``synth.decoding=greedy``) writes and uses ``R2R_<name>.json``
 beside it. ``--quick`` runs the whole pipeline on the ``tiny`` preset with random features and tiny
 budgets: a smoke test of the machinery, not a measurement of the recipe.
@@ -37,7 +51,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.vln_ablation_report import CONDITIONS, HEADLINE, NAME, SPLITS, Scores, summarize
 from lodestar.agents.vln.evaluate import evaluate_follower, make_eval_env
 from lodestar.agents.vln.finetune import FinetuneTrainer
 from lodestar.agents.vln.finetune_config import FinetuneConfig
@@ -63,18 +77,11 @@ from lodestar.pretrain.synthesis import SynthesisConfig, split_file, store_files
 from lodestar.pretrain.trainer import PretrainConfig, PretrainTrainer
 from lodestar.runtime.bench import Figure, report
 from lodestar.runtime.config import load_config
+from lodestar.runtime.protocol import check_selection_splits
+from lodestar.runtime.stats import DEFAULT_RESAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME = "vln-ablation"
-CONDITIONS = {
-    "a_scratch": "(a) scratch, human",
-    "b_augment": "(b) scratch, human + synthetic aug.",
-    "c_pretrained": "(c) pretrained, then human",
-}
-SPLITS = ("val_seen", "val_unseen")
-METRICS = ("sr", "spl", "ndtw")
-SR_GAIN_TARGET = 5.0  # points of val_unseen SR, (c) over (a)
-
+MIN_SEEDS = 3  # per arm: the protocol's minimum for a comparison
 # Full run: more speaker-labelled paths than human ones, partly in fresh houses (more environments is
 # what scaled ScaleVLN); used only when the dataset has no R2R_synthetic.json yet.
 FULL = {"synth": ["paths=30000", "new_houses=30"]}
@@ -105,6 +112,9 @@ class Plan:
     quick: bool
     threads: int
     parallel: int  # fine-tuning runs at a time
+    select: str = "val_unseen"  # the validation split every best.pt is chosen on
+    resamples: int = DEFAULT_RESAMPLES
+    throughput: bool = True
     overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def stage(self, name: str, *extra: str) -> list[str]:
@@ -112,6 +122,8 @@ class Plan:
         base = ["device=cpu"] + ([f"torch_threads={self.threads}"] if self.threads > 0 else [])
         if name != "synth":  # synthesis takes the dataset as an argument and the speaker's features
             base += [f"data_dir={self.data}", f"runs_dir={self.work}", f"data.features={self.features}"]
+        if name in ("speaker", "finetune"):  # the selection split is passed, not left to a config file
+            base.append(f"select_split={self.select}")
         budget = QUICK.get(name, []) if self.quick else FULL.get(name, [])
         return [*base, *budget, *self.overrides.get(name, []), *extra]
 
@@ -125,10 +137,12 @@ class Plan:
 
 
 def make_plan(quick: bool, options: dict[str, str]) -> Plan:
-    known = {"data", "work", "seeds", "features", "threads", "parallel"}
+    known = {"data", "work", "seeds", "features", "threads", "parallel", "select", "resamples", "throughput"}
     overrides: dict[str, list[str]] = {}
     for key, value in options.items():
         prefix, dot, rest = key.partition(".")
+        if dot and rest == "select_split":
+            raise SystemExit(f"vln-ablation: {key} is set for every stage at once: pass select=<split>")
         if dot and prefix in QUICK:
             overrides.setdefault(prefix, []).append(f"{rest}={value}")
         elif key not in known:
@@ -137,15 +151,31 @@ def make_plan(quick: bool, options: dict[str, str]) -> Plan:
             )
     work = Path(options.get("work", "runs/vln-ablation" + ("-quick" if quick else "")))
     data = Path(options.get("data", str(work / "world" if quick else Path("data/nav/benchmark"))))
-    seeds = [int(s) for s in options.get("seeds", "0,1").split(",") if s.strip()]
-    if len(seeds) < 1:
-        raise SystemExit("vln-ablation: seeds=<comma-separated list> needs at least one seed")
+    seeds = [int(s) for s in options.get("seeds", "0,1,2").split(",") if s.strip()]
+    if len(set(seeds)) < MIN_SEEDS or len(set(seeds)) < len(seeds):
+        raise SystemExit(
+            f"vln-ablation: seeds={options.get('seeds')} must list at least {MIN_SEEDS} distinct seeds "
+            "(per arm, the protocol's minimum for a comparison)"
+        )
+    select = options.get("select", "val_unseen")
+    try:
+        check_selection_splits(select, [], reported=(HEADLINE,), owner="vln-ablation")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    resamples = int(options.get("resamples", str(DEFAULT_RESAMPLES)))
+    if resamples < 1000:
+        raise SystemExit(f"vln-ablation: resamples must be >= 1000 for a 95% interval, got {resamples}")
     features = options.get("features", "random" if quick else "cnn")
     parallel = int(options.get("parallel", "2"))
     if parallel < 1:
         raise SystemExit("vln-ablation: parallel must be >= 1")
     threads = int(options.get("threads", "0"))
-    return Plan(data, work, seeds, features, quick, threads, parallel, overrides)
+    measure = options.get("throughput", "1")
+    if measure not in ("0", "1"):
+        raise SystemExit(f"vln-ablation: throughput must be 1 (measure) or 0 (skip), got {measure!r}")
+    return Plan(
+        data, work, seeds, features, quick, threads, parallel, select, resamples, measure == "1", overrides
+    )
 
 
 # -- stages -----------------------------------------------------------------------------------------
@@ -216,6 +246,27 @@ def check_synthesis_options(data: Path, config: SynthesisConfig) -> None:
             f"vln-ablation: {split_file(data, config.split_name)} was synthesized with {detail}; pass "
             "synth.split_name=<new name> to synthesize another split beside it, or delete it"
         )
+
+
+def check_stages(plan: Plan) -> None:
+    """Load every stage's config before anything runs: one that would select on, or evaluate while
+    training, the headline split stops the benchmark (as does any bad override)."""
+    speaker = load_config(SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", plan.stage("speaker"))
+    finetune = load_config(
+        FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", finetune_overrides(plan, "a_scratch", 0, None)
+    )
+    stages = {
+        "speaker": (speaker.select_split, speaker.data.eval_splits),
+        "pretraining": (None, pretrain_config(plan).data.eval_splits),
+        "fine-tuning": (finetune.select_split, finetune.data.eval_splits),
+    }
+    for stage, (select_split, eval_splits) in stages.items():
+        try:
+            check_selection_splits(
+                select_split, eval_splits, reported=(HEADLINE,), owner=f"vln-ablation {stage}"
+            )
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 def _finished(run_dir: Path, iterations: int) -> bool:
@@ -289,36 +340,54 @@ def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
     return run_dir
 
 
-def evaluate(plan: Plan, run_dir: Path) -> dict[str, dict[str, float]]:
-    """Greedy full-split evaluation of a run's ``best.pt`` (cached in ``<run>/ablation_eval.json``).
+def selection_split(selected_by: str | None, run_dir: Path) -> str:
+    """The split a fine-tuning ``best.pt`` was chosen on, from its ``eval/<split>/<metric>`` record."""
+    parts = (selected_by or "").split("/")
+    if len(parts) != 3 or parts[0] != "eval":
+        raise SystemExit(f"vln-ablation: {run_dir / 'best.pt'} does not record the split it was selected on")
+    return parts[1]
+
+
+def evaluate(plan: Plan, run_dir: Path) -> Scores:
+    """Greedy full-split evaluation of a run's ``best.pt`` on every split of :data:`SPLITS`.
 
     Per split: the R2R metrics and, under ``failures/<category>``, the failure breakdown of
-    :mod:`lodestar.envs.nav.eval.failures` (fractions of the split's episodes).
+    :mod:`lodestar.envs.nav.eval.failures` (fractions of the split's episodes). Cached in
+    ``<run>/ablation_eval.json`` with the split ``best.pt`` was selected on, which must be
+    ``plan.select`` (never the headline split): a run made with another selection is not mixed in.
     """
     cache = run_dir / "ablation_eval.json"
     best = run_dir / "best.pt"
-    if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
-        cached = json.loads(cache.read_text())
-        if all(f"failures/{name}" in cached[split] for split in SPLITS for name in FAILURES):
-            return cached
-    bundle = load_follower(best)
-    dataset = NavDataset(plan.data)
-    scores = {}
-    for split in SPLITS:
-        env = make_eval_env(
-            dataset,
-            split,
-            None,
-            64,
-            bundle.features,
-            bundle.angle_feature_size,
-            bundle.max_instruction_len,
-            "cpu",
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    fresh = cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime
+    complete = all(
+        f"failures/{name}" in cached.get("splits", {}).get(split, {}) for split in SPLITS for name in FAILURES
+    )
+    if fresh and complete:
+        selected_by, scores = cached["selected_by"], cached["splits"]
+    else:
+        bundle = load_follower(best)
+        selected_by = bundle.info.get("selected_by")
+        dataset = NavDataset(plan.data)
+        scores = {}
+        for split in SPLITS:
+            env = make_eval_env(
+                dataset, split, None, 64, bundle.features, bundle.angle_feature_size, bundle.max_instruction_len, "cpu",
+            )  # fmt: skip
+            evaluation = evaluate_follower(bundle.model, env)
+            if evaluation.summary is None:
+                raise SystemExit(
+                    f"vln-ablation: {plan.data} hides the goals of {split!r}; the benchmark needs them"
+                )
+            failures = {f"failures/{k}": v for k, v in breakdown(evaluation.categories).items()}
+            scores[split] = {**evaluation.summary, **failures}
+        cache.write_text(json.dumps({"selected_by": selected_by, "splits": scores}, indent=1))
+    chosen_on = selection_split(selected_by, run_dir)
+    if chosen_on != plan.select:  # a test-selected run, or one made with another select=: never mixed in
+        raise SystemExit(
+            f"vln-ablation: {best} was selected on {chosen_on!r}, this benchmark selects on {plan.select!r}; "
+            "use another work directory"
         )
-        evaluation = evaluate_follower(bundle.model, env)
-        failures = {f"failures/{k}": v for k, v in breakdown(evaluation.categories).items()}
-        scores[split] = {**evaluation.summary, **failures}
-    cache.write_text(json.dumps(scores, indent=1))
     return scores
 
 
@@ -390,16 +459,12 @@ def throughput(plan: Plan) -> list[Figure]:
 # -- the benchmark ----------------------------------------------------------------------------------
 
 
-def _summary(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     plan = make_plan(quick, options)
     started = time.perf_counter()
     if plan.threads > 0:
         torch.set_num_threads(plan.threads)
+    check_stages(plan)
     plan.work.mkdir(parents=True, exist_ok=True)
     ensure_world(plan)
     ensure_synthetic(plan)
@@ -410,47 +475,18 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
         run_dirs = list(
             pool.map(lambda job: finetune(plan, *job, pretrained if job[0] == "c_pretrained" else None), jobs)
         )
-    results: dict[str, list[dict[str, dict[str, float]]]] = {c: [] for c in CONDITIONS}
+    results: dict[str, list[Scores]] = {c: [] for c in CONDITIONS}
     for (condition, _), run_dir in zip(jobs, run_dirs, strict=True):
         results[condition].append(evaluate(plan, run_dir))
-
-    figures: list[Figure] = []
-    table = [f"{'condition':<38}" + "".join(f"{s + ' ' + m.upper():>18}" for s in SPLITS for m in METRICS)]
-    means: dict[tuple[str, str, str], float] = {}
-    for condition, label in CONDITIONS.items():
-        cells = []
-        for split in SPLITS:
-            for metric in METRICS:
-                mean, std = _summary([100 * r[split][metric] for r in results[condition]])
-                means[(condition, split, metric)] = mean
-                cells.append(f"{mean:7.2f} ± {std:5.2f}".rjust(18))
-                reference = None if condition == "a_scratch" else CONDITIONS["a_scratch"]
-                ref_value = None if condition == "a_scratch" else means[("a_scratch", split, metric)]
-                figures.append(
-                    Figure(NAME, f"{label}: {split} {metric.upper()} mean", mean, "%", reference, ref_value)
-                )
-                figures.append(Figure(NAME, f"{label}: {split} {metric.upper()} std", std, "% (over seeds)"))
-        table.append(f"{label:<38}" + "".join(cells))
-    failure_table = [f"{'val_unseen: where episodes end (%)':<38}" + "".join(f"{k:>20}" for k in FAILURES)]
-    for condition, label in CONDITIONS.items():
-        cells = []
-        for name in FAILURES:
-            mean, std = _summary([100 * r["val_unseen"][f"failures/{name}"] for r in results[condition]])
-            cells.append(f"{mean:6.2f} ± {std:5.2f}".rjust(20))
-            figures.append(Figure(NAME, f"{label}: val_unseen episodes ending as {name}", mean, "%"))
-        failure_table.append(f"{label:<38}" + "".join(cells))
-    gain = means[("c_pretrained", "val_unseen", "sr")] - means[("a_scratch", "val_unseen", "sr")]
-    figures.append(
-        Figure(NAME, "val_unseen SR gain (c) - (a)", gain, "SR points", reference="(a) scratch, human: no gain",
-               reference_value=0.0, target=SR_GAIN_TARGET, target_on="value")
-    )  # fmt: skip
+    figures, lines = summarize(results, plan.select, plan.resamples)
     log(f"conditions done after {time.perf_counter() - started:.0f} s")
-    figures.extend(throughput(plan))
+    if plan.throughput:
+        figures.extend(throughput(plan))
     print(
-        f"\nvln-ablation on {plan.data} ({len(plan.seeds)} seeds; features '{plan.features}'; work dir {plan.work})"
+        f"\nvln-ablation on {plan.data} ({len(plan.seeds)} seeds per arm; features '{plan.features}'; "
+        f"best.pt selected on {plan.select}, {HEADLINE} used by no decision; work dir {plan.work})"
     )
-    print("\n".join(table))
-    print("\n".join(["", *failure_table]))
+    print("\n".join(lines))
     report(figures, f"vln-ablation{' (quick: tiny world, random features - a smoke test)' if quick else ''}")
     log(f"done in {time.perf_counter() - started:.0f} s")
     return figures

@@ -5,13 +5,18 @@ target, fsyncs it and renames it over the target. Datasets carry HDF5's Fletcher
 filter every HDF5 library reads), so a file damaged on disk fails to load instead of loading wrong
 values. Readers check keys, shapes, dtypes and finite values, and turn every h5py error into a
 :class:`NavDataError` naming the file (and the feature, where there is one).
+
+Large feature sets (90 Matterport scans of ``[36, 2048]`` are several GB) are read one feature at a
+time (:func:`iter_features`) straight into the table that keeps them (:func:`load_feature_array`, the
+simulator's feature table), so loading peaks at that table plus one feature, not at a dict of every
+feature plus a stacked copy.
 """
 
 from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,33 +109,103 @@ def load_features_hdf5(path: str | Path, keys: Iterable[str] | None = None) -> d
     Every array is checked (shape, float dtype, one ``D``, finite values); a damaged file is a
     :class:`NavDataError` naming it.
     """
-    path = Path(path)
+    return dict(_hdf5_rows(Path(path), None if keys is None else list(keys)))
+
+
+def _require_file(path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"feature file not found: {path}")
+
+
+def _open_hdf5(path: Path) -> h5py.File:
+    _require_file(path)
     with hdf5_errors(path, "not a readable HDF5 file"):
-        f = h5py.File(path, "r")
-    out: dict[str, np.ndarray] = {}
+        return h5py.File(path, "r")
+
+
+def _check_present(f: h5py.File, keys: Sequence[str], path: Path) -> None:
+    missing = [k for k in keys if k not in f]
+    if missing:
+        raise NavDataError(f"{path}: no features for {len(missing)} viewpoints, e.g. {missing[:5]}")
+
+
+def _hdf5_rows(path: Path, keys: Sequence[str] | None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(key, checked [36, D] array)`` in key order, one array in memory at a time."""
+    f = _open_hdf5(path)
     dim = None
     with f, hdf5_errors(path, "damaged HDF5 file; rebuild or re-download it"):
-        wanted = list(f.keys()) if keys is None else list(keys)
-        missing = [k for k in wanted if k not in f]
-        if missing:
-            raise NavDataError(f"{path}: no features for {len(missing)} viewpoints, e.g. {missing[:5]}")
+        wanted = list(f.keys()) if keys is None else keys
+        _check_present(f, wanted, path)
         for key in wanted:
-            out[key] = _read_feature(f, key, path, dim)
-            dim = out[key].shape[1]
-    return out
+            array = _read_feature(f, key, path, dim)
+            dim = array.shape[1]
+            yield key, array
+
+
+def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    item = f[key]
+    if not isinstance(item, h5py.Dataset):
+        raise NavDataError(f"{path}: {key!r} is a group, not a [{NUM_VIEWS}, D] array")
+    return item
 
 
 def _read_feature(f: h5py.File, key: str, path: Path, dim: int | None) -> np.ndarray:
     """One checked ``[36, D]`` array; the layout is checked before reading, so a garbled shape costs nothing."""
-    item = f[key]
-    if not isinstance(item, h5py.Dataset):
-        raise NavDataError(f"{path}: {key!r} is a group, not a [{NUM_VIEWS}, D] array")
+    item = _dataset(f, key, path)
     _check_layout(item.shape, item.dtype, key, path, dim)
     with hdf5_errors(path, f"cannot read feature {key!r}; the file is damaged"):
         array = np.asarray(item[()])
     return _check_finite(array, key, path)
+
+
+def feature_layout(path: str | Path, keys: Sequence[str], tsv_dim: int = 2048) -> tuple[int, np.dtype]:
+    """``(D, dtype)`` of the features of ``keys`` in an HDF5 or base64 TSV file, reading no values.
+
+    HDF5: every key must be a float ``[36, D]`` dataset with one ``D`` (a bad layout fails here, before
+    anything is read); the dtype is the one they all convert to without loss. TSV: float32
+    ``[36, tsv_dim]``, checked as the rows are read.
+    """
+    path = Path(path)
+    if path.suffix == ".tsv":
+        _require_file(path)
+        return tsv_dim, np.dtype(np.float32)
+    f = _open_hdf5(path)
+    with f, hdf5_errors(path, "damaged HDF5 file; rebuild or re-download it"):
+        _check_present(f, keys, path)
+        dim, dtypes = None, set()
+        for key in keys:
+            item = _dataset(f, key, path)
+            _check_layout(item.shape, item.dtype, key, path, dim)
+            dim = item.shape[1]
+            dtypes.add(item.dtype)
+    if dim is None:
+        raise NavDataError(f"{path}: no features requested (an empty list of viewpoints)")
+    return dim, np.result_type(*dtypes)
+
+
+def iter_features(
+    path: str | Path, keys: Sequence[str], tsv_dim: int = 2048
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(position in keys, checked [36, D] array)`` for every key, one feature in memory at a time.
+
+    HDF5 features come in key order, TSV ones in file order. A missing key is a :class:`NavDataError`
+    (for TSV once the file has been read). Fill a preallocated table from it (see
+    :func:`load_feature_array`): loading then peaks at the table plus one feature.
+    """
+    path = Path(path)
+    position = {key: i for i, key in enumerate(keys)}
+    rows = _tsv_rows(path, tsv_dim, set(position)) if path.suffix == ".tsv" else _hdf5_rows(path, keys)
+    for key, array in rows:
+        yield position[key], array
+
+
+def load_feature_array(path: str | Path, keys: Sequence[str], tsv_dim: int = 2048) -> np.ndarray:
+    """``[len(keys), 36, D]`` features of ``keys`` (HDF5 or TSV), read straight into one array."""
+    dim, dtype = feature_layout(path, keys, tsv_dim)
+    out = np.empty((len(keys), NUM_VIEWS, dim), dtype)
+    for i, array in iter_features(path, keys, tsv_dim):
+        out[i] = array
+    return out
 
 
 def write_features_tsv(
@@ -158,11 +233,13 @@ def load_features_tsv(
     path: str | Path, feature_dim: int = 2048, keys: Iterable[str] | None = None
 ) -> dict[str, np.ndarray]:
     """Read the base64 TSV layout of the original R2R release (float32 ``[36, feature_dim]``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {path}")
-    wanted = None if keys is None else set(keys)
-    out: dict[str, np.ndarray] = {}
+    return dict(_tsv_rows(Path(path), feature_dim, None if keys is None else set(keys)))
+
+
+def _tsv_rows(path: Path, feature_dim: int, wanted: set[str] | None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(key, checked array)`` of the TSV rows in ``wanted`` (all rows for ``None``), in file order."""
+    _require_file(path)
+    seen: set[str] = set()
     with open(path, encoding="ascii", errors="replace") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -183,12 +260,12 @@ def load_features_tsv(
                     f"{NUM_VIEWS}x{feature_dim} float32 ({NUM_VIEWS * feature_dim * 4} bytes)"
                 )
             array = np.frombuffer(raw, dtype=np.float32).reshape(NUM_VIEWS, feature_dim)
-            out[key] = _check_finite(array, key, path)
+            seen.add(key)
+            yield key, _check_finite(array, key, path)
     if wanted is not None:
-        missing = sorted(wanted - out.keys())
+        missing = sorted(wanted - seen)
         if missing:
             raise NavDataError(f"{path}: no features for {len(missing)} viewpoints, e.g. {missing[:5]}")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from lodestar.envs.nav.data.r2r import load_r2r
 PAD, UNK, BOS, EOS, MASK, CLS = "<PAD>", "<UNK>", "<BOS>", "<EOS>", "<MASK>", "<CLS>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, MASK, CLS)
 VOCAB_FILE = "vocab.txt"
+VOCAB_MIN_COUNT = 5  # rarer train words are <UNK>, as in R2R-EnvDrop
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 _NO_SPACE_BEFORE = {".", ",", ";", ":", "!", "?", ")"}
@@ -144,11 +145,12 @@ class Vocab:
 def build_vocab(
     dataset_dir: str | Path,
     split: str = "train",
-    min_count: int = 5,
+    min_count: int = VOCAB_MIN_COUNT,
     max_size: int | None = None,
     write: bool = True,
 ) -> Vocab:
-    """Build the vocabulary from ``R2R_<split>.json`` of a dataset directory and write ``vocab.txt``."""
+    """Build the vocabulary from ``R2R_<split>.json`` of a dataset directory; ``write`` saves it as
+    ``vocab.txt`` there (what a world builder does; stages reading a user's folder never write it)."""
     dataset_dir = Path(dataset_dir)
     episodes = load_r2r(dataset_dir / f"R2R_{split}.json")
     vocab = Vocab.build((text for ep in episodes for text in ep.instructions), min_count, max_size)

@@ -1,7 +1,8 @@
 """Watching navigation episodes: a top-down map of the house and first-person frames for a GIF.
 
 - :func:`top_down_map` draws rooms (floor colour of their type, labelled), walls, doorways,
-  furniture, the navigation graph, the reference path, the agent's path, start and goal.
+  furniture, the navigation graph, the reference path, the agent's path, start, goal and success
+  radius, with a legend of those marks (:func:`map_legend`) in a strip below the map.
 - :func:`episode_frames` renders what the agent sees at each step: the view straight ahead, larger,
   and a strip of twelve views around it (elevation 0, centred on the heading), with the instruction
   written beside the front view.
@@ -18,7 +19,8 @@ import itertools
 import math
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,7 +39,39 @@ START_RGB = (40, 90, 220)
 GOAL_RGB = (20, 130, 40)
 SUCCESS_RADIUS = 3.0
 
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (40, 40, 40)
+
 Trajectory = Sequence[str] | Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """One mark of the map: its label, its colour and how it is drawn."""
+
+    label: str
+    colour: tuple[int, int, int]
+    mark: Literal["line", "dot", "ring", "cross"]
+
+
+def map_legend(reference: bool, agent: bool, success_radius: float = SUCCESS_RADIUS) -> list[LegendEntry]:
+    """The legend of a map that draws a reference path (with start, goal and success radius) and/or an
+    agent path (with the cross where it stopped): only the marks that are on the map."""
+    entries = []
+    if reference:
+        entries.append(LegendEntry("reference path", REFERENCE_RGB, "line"))
+    if agent:
+        entries += [
+            LegendEntry("agent path", AGENT_RGB, "line"),
+            LegendEntry("agent stop", AGENT_RGB, "cross"),
+        ]
+    if reference:
+        entries += [
+            LegendEntry("start", START_RGB, "dot"),
+            LegendEntry("goal", GOAL_RGB, "dot"),
+            LegendEntry(f"success radius ({success_radius:g} m)", GOAL_RGB, "ring"),
+        ]
+    return entries
 
 
 def _rgb(values: np.ndarray, lighten: float = 0.0) -> tuple[int, int, int]:
@@ -93,8 +127,12 @@ def top_down_map(
     size: int = 512,
     labels: bool = True,
     success_radius: float = SUCCESS_RADIUS,
+    legend: bool = True,
 ) -> np.ndarray:
-    """An ``[H, W, 3]`` uint8 top-down map; ``size`` is the pixel length of the longer side."""
+    """An ``[H, W, 3]`` uint8 top-down map; ``size`` is the pixel length of the map's longer side.
+
+    With ``legend`` (and a path drawn), a strip below the map explains the marks (:func:`map_legend`).
+    """
     if size < 32:
         raise ValueError(f"map size must be at least 32 pixels, got {size}")
     canvas = _Canvas(house, size)
@@ -178,7 +216,43 @@ def top_down_map(
         for vp, colour in ((reference[0], START_RGB), (reference[-1], GOAL_RGB)):
             p, m = points[vp], dot * 2.2
             draw.ellipse([p[0] - m, p[1] - m, p[0] + m, p[1] + m], fill=colour, outline=(255, 255, 255))
+    entries = map_legend(bool(reference), agent_path is not None, success_radius) if legend else []
+    if entries:
+        image = _with_legend(image, entries)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _with_legend(image: Image.Image, entries: Sequence[LegendEntry]) -> Image.Image:
+    """``image`` above a strip of legend entries (a swatch of each mark and its label), wrapped to its width."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(image)
+    swatch, gap, row_height, pad = 18, 4, 14, 4
+    spots: list[tuple[float, float]] = []  # top-left corner of each entry, relative to the strip
+    x, y = float(pad), float(pad)
+    for entry in entries:
+        width = swatch + gap + measure.textlength(entry.label, font=font) + 3 * gap
+        if x > pad and x + width > image.width:
+            x, y = float(pad), y + row_height
+        spots.append((x, y))
+        x += width
+    strip = Image.new("RGB", (image.width, round(y) + row_height + pad), LEGEND_BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    for entry, (x, y) in zip(entries, spots, strict=True):
+        cy, cx = y + row_height / 2 - 1, x + swatch / 2
+        if entry.mark == "line":
+            draw.line([(x, cy), (x + swatch, cy)], fill=entry.colour, width=3)
+        elif entry.mark == "dot":
+            draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=entry.colour)
+        elif entry.mark == "ring":
+            draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], outline=entry.colour, width=1)
+        else:
+            draw.line([(cx - 4, cy - 4), (cx + 4, cy + 4)], fill=entry.colour, width=2)
+            draw.line([(cx - 4, cy + 4), (cx + 4, cy - 4)], fill=entry.colour, width=2)
+        draw.text((x + swatch + gap, cy), entry.label, fill=LEGEND_TEXT, font=font, anchor="lm")
+    framed = Image.new("RGB", (image.width, image.height + strip.height), LEGEND_BACKGROUND)
+    framed.paste(image, (0, 0))
+    framed.paste(strip, (0, image.height))
+    return framed
 
 
 # --------------------------------------------------------------------------------------- the frames

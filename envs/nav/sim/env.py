@@ -17,8 +17,15 @@ of the gathers, not arithmetic: the hot path gathers into preallocated buffers r
 made once, and ``observation="indices"`` copies nothing of size ``D``.
 
 Action space (panoramic): ``a in [0, K)`` moves to candidate ``a`` (a navigable neighbour, in graph
-order), ``a == K`` is STOP. With ``validate_actions=True`` (default) an action outside the candidate
-mask raises ``ValueError``; with ``validate_actions=False`` such an action is treated as STOP.
+order), ``a == K`` is STOP. With ``validate_actions=True`` (default, for trainers: a bad action is a
+bug) an action outside the candidate mask raises ``ValueError``; with ``validate_actions=False`` such
+an action is treated as STOP. The gymnasium id ``Lodestar/Nav-v0`` (and the SB3 adapter made from it)
+defaults to ``validate_actions=False``, so every sample of ``action_space`` is legal to send there.
+
+Spaces depend on the configuration and the dataset, never on the split: ``K`` is the largest degree
+of any viewpoint of the whole dataset (:meth:`NavDataset.max_degree`, or ``max_degree=``, which must
+cover every graph), ``L`` is ``max_instruction_len``, and index bounds of ``observation="indices"``
+count every viewpoint of the dataset. A policy trained on one split therefore runs on all of them.
 
 Headings are radians, clockwise from +y (heading of ``(dx, dy)`` is ``atan2(dx, dy)``); after a move
 the agent faces along the edge it travelled. View ``ix`` of a panorama has absolute heading
@@ -33,8 +40,14 @@ Observation (dict of tensors, leading dim ``N``; ``A`` = ``angle_feature_size``)
 
 - ``cand_mask`` ``[N, K+1]`` (STOP always valid);
 - ``instr_ids`` / ``instr_mask`` ``[N, L]``: ``<BOS> words <EOS>`` padded with ``<PAD>``;
-- ``teacher_action`` ``[N]`` (next hop of the shortest path, STOP at the goal), ``distance`` ``[N]``
-  to the goal in metres, ``step`` ``[N]`` actions taken in the episode.
+- ``step`` ``[N]`` actions taken in the episode (space ``Discrete(max_steps + 1)``).
+
+The default observation carries no oracle. ``oracle=True`` adds the shortest-path teacher action and
+the distance to the goal: training signals (teacher forcing, DAgger labels, reward shaping), never
+policy inputs:
+
+- ``teacher_action`` ``[N]`` (next hop of the shortest path, STOP at the goal; ``Discrete(K+1)``),
+  ``distance`` ``[N, 1]`` to the goal in metres.
 
 ``observation="features"`` (default) adds materialised visual features:
 
@@ -47,16 +60,23 @@ Observation (dict of tensors, leading dim ``N``; ``A`` = ``angle_feature_size``)
 ``observation="indices"`` adds compact tensors instead (nothing of size ``D`` is copied per step):
 
 - ``cand_view`` ``[N, K+1]`` int64 row of ``env.feature_table`` (``viewpoint * 36 + view``) of each
-  candidate, ``-1`` for padded slots and STOP; ``cand_angles`` ``[N, K+1, A]`` (zero where masked);
-- with ``observe_pano``: ``pano_index`` ``[N]`` global viewpoint of the panorama and ``heading``
-  ``[N, 2]`` ``(sin, cos)`` of the agent heading.
+  candidate, ``-1`` for padded slots and STOP; ``cand_angles`` ``[N, K+1, 4]``: the 4 distinct angle
+  features ``[sin, cos](relative heading), [sin, cos](elevation)`` (zero where masked), which the
+  features mode repeats to ``A`` (an index observation copies nothing of size ``A`` either);
+- with ``observe_pano``: ``pano_index`` ``[N]`` global viewpoint of the panorama (``Discrete``) and
+  ``heading`` ``[N, 2]`` ``(sin, cos)`` of the agent heading.
 
 ``env.feature_table.materialise(obs)`` turns an indices observation into exactly (bit for bit) the
 features observation; a policy can instead gather on device in its forward pass.
 
-Observation tensors are never written by the env after it returns them, and some are shared between
-consecutive observations (``instr_ids``/``instr_mask`` change only when episodes start): treat them
-as read-only.
+Observation tensors are never written by the env while anything still holds them, and some are
+shared between consecutive observations (``instr_ids``/``instr_mask`` change only when episodes
+start): treat them as read-only. Index observations are new tensors every step. The features mode
+writes ``cand_feats``/``pano_feats`` (and those of ``final_obs``) into a small pool of output buffers
+(:class:`~lodestar.envs.nav.sim.feature_table.OutputBuffers`): a buffer is written again only once no
+Python object refers to it and no view or numpy array shares its memory, so a kept observation
+(a rollout, a replay buffer, SB3's last observation) stays as it was, and a stepping loop that drops
+its observations allocates nothing per step (fresh tensors that large cost more than the gather).
 
 ``info`` holds, besides ``final_obs``/``episode_return``/``episode_length`` and ``active``, the
 R2R metric ingredients of episodes that just ended (zero elsewhere): ``instruction_index`` (into
@@ -88,9 +108,7 @@ from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.features import NUM_VIEWS
 from lodestar.envs.nav.data.r2r import Episode, validate_episodes
 from lodestar.envs.nav.data.tokenizer import Vocab
-from lodestar.envs.nav.sim.feature_table import (
-    FeatureTable,
-)
+from lodestar.envs.nav.sim.feature_table import OutputBuffers
 from lodestar.envs.nav.sim.packing import (
     FeatureSource,
     load_feature_table,
@@ -143,6 +161,7 @@ class NavVecEnv(VecEnv):
         observation: str = "features",
         validate_actions: bool = True,
         record_trajectories: bool | None = None,
+        oracle: bool = False,
     ) -> None:
         if num_envs < 1 or max_steps < 1:
             raise ValueError(f"num_envs ({num_envs}) and max_steps ({max_steps}) must be >= 1")
@@ -160,6 +179,8 @@ class NavVecEnv(VecEnv):
         self.angle_feature_size, self.observe_pano = angle_feature_size, observe_pano
         self.observation = observation
         self.validate_actions = validate_actions
+        # Adds the shortest-path teacher action and distance to goal: training signals, never policy inputs.
+        self.oracle = oracle
         self.record_trajectories = sequential if record_trajectories is None else record_trajectories
 
         if isinstance(split, str):
@@ -171,12 +192,16 @@ class NavVecEnv(VecEnv):
         if not isinstance(split, str):
             validate_episodes(episodes, dict(zip(scans, graphs, strict=True)), "episodes")
         self.graphs = dict(zip(scans, graphs, strict=True))
+        # Padded to the dataset's largest degree, not the split's, so every split has the same spaces.
+        if max_degree is None:
+            max_degree = max(self.dataset.max_degree(), 1)
         self.world = pack_graphs(graphs, self.device, max_degree)
 
-        feats = load_feature_table(features, self.dataset, graphs, feature_dtype)
-        self.feature_dim = int(feats.shape[-1])
-        self.feature_table = FeatureTable(feats, angle_feature_size, feature_dtype).to(self.device)
-        del feats
+        # Built on the CPU (read straight into the table), then moved: one copy in host memory.
+        table = load_feature_table(features, self.dataset, graphs, feature_dtype, angle_feature_size)
+        self.feature_table = table.to(self.device)
+        self.feature_dim = self.feature_table.feature_dim
+        self._outputs = OutputBuffers(self.feature_table, num_envs, observe_pano)
 
         self.vocab = vocab if vocab is not None else self.dataset.vocab()
         self._index_episodes(episodes, max_instruction_len)
@@ -277,30 +302,41 @@ class NavVecEnv(VecEnv):
         self._obs_gathered = tables.observation_views(tables.observations)
         if not self.observe_pano:
             del self._obs_gathered["heading"], self._obs_gathered["pano_index"]
-        self._obs_copied = {"teacher_action": self._gv.teacher, "step": self._s_steps}
+        self._obs_copied = {"step": self._s_steps}
+        if self.oracle:
+            self._obs_copied["teacher_action"] = self._gv.teacher
 
     def _spaces(self, max_instruction_len: int) -> dict[str, gym.Space]:
+        """Spaces of one env's observation: set by the configuration and the dataset, not the split.
+
+        Scalars are ``Discrete`` (``step``, ``teacher_action``, ``pano_index``) or ``(1,)`` Boxes
+        (``distance``): SB3 and gymnasium's checkers reject 0-d Boxes. Index bounds count every
+        viewpoint of the dataset (a split's feature table holds fewer rows).
+        """
         k, d, a = self.world.max_degree, self.feature_dim, self.angle_feature_size
         spaces: dict[str, gym.Space] = {}
+        dataset_viewpoints = sum(g.num_viewpoints for g in self.dataset.graphs().values())
+        # A split of episodes could name a scan missing from a partial scans.txt.
+        viewpoints = max(dataset_viewpoints, self.world.num_viewpoints)
         if self.observation == "features":
             spaces["cand_feats"] = gym.spaces.Box(-np.inf, np.inf, (k + 1, d + a), np.float32)
         else:
-            rows = self.world.num_viewpoints * NUM_VIEWS
-            spaces["cand_view"] = gym.spaces.Box(-1, rows - 1, (k + 1,), np.int64)
-            spaces["cand_angles"] = gym.spaces.Box(-1.0, 1.0, (k + 1, a), np.float32)
+            spaces["cand_view"] = gym.spaces.Box(-1, viewpoints * NUM_VIEWS - 1, (k + 1,), np.int64)
+            spaces["cand_angles"] = gym.spaces.Box(-1.0, 1.0, (k + 1, 4), np.float32)
         spaces.update(
             # gymnasium's Box takes bool dtypes at runtime; its annotations list only float/int ones.
             cand_mask=gym.spaces.Box(0, 1, (k + 1,), np.bool_),  # type: ignore[arg-type]
             instr_ids=gym.spaces.Box(0, len(self.vocab) - 1, (max_instruction_len,), np.int64),
             instr_mask=gym.spaces.Box(0, 1, (max_instruction_len,), np.bool_),  # type: ignore[arg-type]
-            teacher_action=gym.spaces.Box(0, k, (), np.int64),
-            distance=gym.spaces.Box(0.0, np.inf, (), np.float32),
-            step=gym.spaces.Box(0, self.max_steps, (), np.int64),
+            step=gym.spaces.Discrete(self.max_steps + 1),
         )
+        if self.oracle:
+            spaces["teacher_action"] = gym.spaces.Discrete(k + 1)
+            spaces["distance"] = gym.spaces.Box(0.0, np.inf, (1,), np.float32)
         if self.observe_pano and self.observation == "features":
             spaces["pano_feats"] = gym.spaces.Box(-np.inf, np.inf, (NUM_VIEWS, d + a), np.float32)
         elif self.observe_pano:
-            spaces["pano_index"] = gym.spaces.Box(0, self.world.num_viewpoints - 1, (), np.int64)
+            spaces["pano_index"] = gym.spaces.Discrete(viewpoints)
             spaces["heading"] = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         return spaces
 
@@ -388,16 +424,19 @@ class NavVecEnv(VecEnv):
         torch.index_select(self._tables.goals, 0, self._goal_index, out=self._goal_records)
         obs = {key: view.index_select(0, head) for key, view in self._obs_gathered.items()}
         obs.update((key, view.clone()) for key, view in self._obs_copied.items())
-        if self.angle_feature_size > 4:
-            obs["cand_angles"] = obs["cand_angles"].repeat(1, 1, self.angle_feature_size // 4)
         obs["instr_ids"], obs["instr_mask"] = self._instr_ids, self._instr_mask
-        obs["distance"] = self._gv.distance.to(torch.float32)
+        if self.oracle:
+            obs["distance"] = self._gv.distance.to(torch.float32).unsqueeze(1)
         return obs
 
     def _observe(self) -> dict[str, torch.Tensor]:
         """The observation of every env in this env's observation mode."""
         obs = self._observe_indices()
-        return obs if self.observation == "indices" else self.feature_table.materialise(obs)
+        return obs if self.observation == "indices" else self._materialise(obs)
+
+    def _materialise(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The features observation of an index one, written into output buffers nobody holds."""
+        return self.feature_table.materialise(obs, self._outputs.take(self.world.max_degree + 1))
 
     # -- the VecEnv protocol ------------------------------------------------------------------------
 
@@ -476,8 +515,8 @@ class NavVecEnv(VecEnv):
             self._start(done_rows)
             obs = self._observe_indices()
         if self.observation == "features":
-            obs = self.feature_table.materialise(obs)
-            final = obs if done_rows.numel() == 0 else self.feature_table.materialise(final)
+            obs = self._materialise(obs)
+            final = obs if done_rows.numel() == 0 else self._materialise(final)
         info["final_obs"] = final
         info["active"] = self.active.clone()
         return obs, reward, terminated, truncated, info

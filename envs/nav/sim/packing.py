@@ -11,11 +11,9 @@ import torch
 
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.errors import NavDataError
-from lodestar.envs.nav.data.features import NUM_VIEWS
+from lodestar.envs.nav.data.features import NUM_VIEWS, feature_layout, iter_features
 from lodestar.envs.nav.data.graph import NavGraph
-from lodestar.envs.nav.sim.feature_table import (
-    VIEW_STEP,
-)
+from lodestar.envs.nav.sim.feature_table import VIEW_STEP, FeatureTable
 
 
 def edge_direction(src: np.ndarray, dst: np.ndarray) -> tuple[float, float]:
@@ -127,22 +125,46 @@ FeatureSource = str | torch.Tensor | np.ndarray | Mapping[str, np.ndarray]
 
 
 def load_feature_table(
-    source: FeatureSource, dataset: NavDataset, graphs: Sequence[NavGraph], dtype: torch.dtype
-) -> torch.Tensor:
-    """``[V, 36, D]`` features in packing order from a feature name, a tensor or a key->array map."""
+    source: FeatureSource,
+    dataset: NavDataset,
+    graphs: Sequence[NavGraph],
+    dtype: torch.dtype,
+    angle_feature_size: int = 4,
+) -> FeatureTable:
+    """The :class:`FeatureTable` (on the CPU) of ``graphs`` in packing order.
+
+    ``source`` is a feature name of ``dataset`` (read one feature at a time straight into the table,
+    so loading peaks at the table plus one feature), a ``{"<scan>_<viewpoint>": [36, D]}`` map (copied
+    the same way), or a ``[V, 36, D]`` tensor/array in packing order.
+    """
     keys = NavDataset.viewpoint_keys(graphs)
     if isinstance(source, str):
-        table = torch.from_numpy(np.asarray(dataset.load_features(source, [g.scan for g in graphs])))
-    elif isinstance(source, Mapping):
+        path = dataset.feature_path(source)
+        dim, _ = feature_layout(path, keys)
+        table = FeatureTable.zeros(len(keys), dim, angle_feature_size, dtype)
+        rows = table.view_features
+        for i, array in iter_features(path, keys):
+            rows[i] = torch.from_numpy(array)
+        return table
+    if isinstance(source, Mapping):
         missing = [key for key in keys if key not in source]
         if missing:
             raise NavDataError(f"features: no entry for {len(missing)} viewpoints, e.g. {missing[:5]}")
-        table = torch.from_numpy(np.stack([np.asarray(source[key]) for key in keys]))
-    else:
-        table = torch.as_tensor(source)
-    if table.dim() != 3 or table.shape[0] != len(keys) or table.shape[1] != NUM_VIEWS:
+        dim = np.shape(source[keys[0]])[-1] if keys else 1
+        table = FeatureTable.zeros(len(keys), dim, angle_feature_size, dtype)
+        rows = table.view_features
+        for i, key in enumerate(keys):
+            array = np.asarray(source[key])
+            if array.shape != (NUM_VIEWS, dim):
+                raise NavDataError(
+                    f"features: {key!r} has shape {list(array.shape)}, expected [{NUM_VIEWS}, {dim}]"
+                )
+            rows[i] = torch.from_numpy(array)
+        return table
+    features = torch.as_tensor(source)
+    if features.dim() != 3 or features.shape[0] != len(keys) or features.shape[1] != NUM_VIEWS:
         raise NavDataError(
             f"features: expected shape [{len(keys)}, {NUM_VIEWS}, D] (viewpoints of the split in "
-            f"packing order), got {list(table.shape)}"
+            f"packing order), got {list(features.shape)}"
         )
-    return table.to(dtype)
+    return FeatureTable(features, angle_feature_size, dtype)
