@@ -12,7 +12,7 @@ written, but not scored.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,10 @@ from lodestar.envs.nav.eval.metrics import evaluate as score_predictions
 from lodestar.envs.nav.eval.metrics import write_predictions
 from lodestar.envs.nav.sim.env import NavVecEnv
 from lodestar.runtime.progress import progress
+
+# Builds the simulator a trainer or evaluator steps, called with NavVecEnv's constructor arguments:
+# NavVecEnv itself, or another simulator with its interface (the nav-throughput benchmark's reference).
+EnvFactory = Callable[..., NavVecEnv]
 
 
 @dataclass
@@ -59,16 +63,18 @@ def make_eval_env(
     device: torch.device | str,
     max_steps: int = 15,
     feature_dtype: torch.dtype = torch.float32,
+    env_factory: EnvFactory = NavVecEnv,
 ) -> NavVecEnv:
     """A sequential env over ``split`` (or over ``episodes`` of it, e.g. a subset).
 
     It has at most one row per instruction: more rows would only idle. It observes indices: the
     follower gathers the views it reads from ``env.feature_table`` (see :func:`run_greedy`).
+    ``env_factory`` builds it (``NavVecEnv`` unless another simulator is benchmarked).
     """
     listed = dataset.episodes(split) if episodes is None else list(episodes)
     instructions = sum(len(ep.instructions) for ep in listed)
     source: str | Sequence[Episode] = split if episodes is None else listed
-    env = NavVecEnv(
+    env = env_factory(
         dataset,
         source,
         max(1, min(num_envs, instructions)),

@@ -44,7 +44,13 @@ import torch.nn.functional as F
 from lodestar.agents.rollout import Rollout, RolloutCollector, Transition
 from lodestar.agents.vln.dagger import DaggerWriter, replay_inputs
 from lodestar.agents.vln.distributed import average_gradients, init_distributed
-from lodestar.agents.vln.evaluate import Evaluation, evaluate_follower, log_sample_episodes, make_eval_env
+from lodestar.agents.vln.evaluate import (
+    EnvFactory,
+    Evaluation,
+    evaluate_follower,
+    log_sample_episodes,
+    make_eval_env,
+)
 from lodestar.agents.vln.finetune_config import ARCHITECTURE_KEYS, FinetuneConfig, LearnerConfig
 from lodestar.agents.vln.follower import (
     ARCHITECTURE_FIELDS,
@@ -111,10 +117,12 @@ def make_train_env(
     seed: int,
     vocab: Vocab | None = None,
     features: FeatureSource | None = None,
+    env_factory: EnvFactory = NavVecEnv,
 ) -> NavVecEnv:
     """The env a fine-tuning runner steps, as the trainer configures it (the ``nav-sim`` benchmark
-    times this very env). ``features`` replaces ``config.data.features`` (e.g. an in-memory map)."""
-    return NavVecEnv(dataset, split, num_envs, **train_env_options(config, device, seed, vocab, features))
+    times this very env). ``features`` replaces ``config.data.features`` (e.g. an in-memory map);
+    ``env_factory`` builds it (``NavVecEnv`` unless another simulator is benchmarked)."""
+    return env_factory(dataset, split, num_envs, **train_env_options(config, device, seed, vocab, features))
 
 
 # -- one env with its policy, collector and DAgger writer ------------------------------------------
@@ -197,9 +205,13 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
 
     progress_label = "finetune"
 
-    def __init__(self, config: FinetuneConfig, run_dir: str | Path) -> None:
+    def __init__(
+        self, config: FinetuneConfig, run_dir: str | Path, env_factory: EnvFactory = NavVecEnv
+    ) -> None:
+        """``env_factory`` builds the training and evaluation envs (see :data:`EnvFactory`)."""
         super().__init__(config, run_dir)
         c = config
+        self.env_factory = env_factory
         self.dist, device = init_distributed(self.device)
         self.device = device
         self.dataset = NavDataset(c.data_dir)
@@ -234,7 +246,7 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
             subset = eps[: d.eval_max_episodes] if d.eval_max_episodes > 0 else None
             self.eval_envs[split] = make_eval_env(
                 self.dataset, split, subset, c.eval_num_envs, d.features, d.angle_feature_size,
-                d.max_instruction_len, device, c.env.max_steps, dtype,
+                d.max_instruction_len, device, c.env.max_steps, dtype, self.env_factory,
             )  # fmt: skip
         self.best_score, self.best_iteration = -1.0, -1
         self.last_scores: dict[str, float] = {}
@@ -247,7 +259,9 @@ class FinetuneTrainer(IterationTrainer[FinetuneConfig, FinetuneResult]):
     def _make_runner(self, split: str, num_envs: int, seed_offset: int) -> Runner:
         c = self.config
         seed = c.seed + 1000 * seed_offset + 100_003 * self.dist.rank
-        env = make_train_env(self.dataset, split, num_envs, c, self.device, seed, self.vocab)
+        env = make_train_env(
+            self.dataset, split, num_envs, c, self.device, seed, self.vocab, env_factory=self.env_factory
+        )
         writer = None
         if self.store is not None and c.learn.learner_envs > 0:
             learner_rows = torch.arange(num_envs, device=self.device) >= c.learn.teacher_envs

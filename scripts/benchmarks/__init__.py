@@ -12,6 +12,7 @@ BENCHMARKS = {
     "dqn-resume": "benchmarks.dqn_resume",
     "nav-world": "benchmarks.nav_world",
     "nav-sim": "benchmarks.nav_sim",
+    "nav-throughput": "benchmarks.nav_throughput",
     "nav-render": "benchmarks.nav_render",
     "speaker-quality": "benchmarks.speaker_quality",
     "synthesis-scale": "benchmarks.synthesis_scale",
