@@ -5,6 +5,10 @@ in C++) and hands back torch tensors on ``env.device``. The defaults are the ``A
 protocol: sticky actions 0.25, frameskip 4 with a max-pool over the last two frames, 84x84 grayscale,
 a stack of 4 frames, the minimal action set and a 108,000-frame episode cap.
 
+``step(actions)`` is ``step_async(actions)`` followed by ``step_wait()`` (ale-py's ``send``/``recv``):
+between the two the emulators run in their threads while the caller does other work, and the
+wrapper's bookkeeping that the result does not need runs there too.
+
 Rewards are never clipped here: the agent clips them for training so raw scores stay observable.
 Life loss never ends an episode unless ``episodic_life=True`` (see :class:`AtariVecEnv`); instead ``info["life_lost"]`` flags it,
 which is how an agent treats life loss as terminal for training (the Atari-100k protocol) while the
@@ -167,6 +171,29 @@ class _HostToDevice:
         return _unpack(moved, layout)
 
 
+class _StepOutputs:
+    """Arrays for the small fields of one step's result, made while the emulators run that step.
+
+    :meth:`AtariVecEnv.step_wait` fills them from ale-py's output with one numpy copy each
+    (``episode_return``/``episode_length`` stay zero but where an episode ended). With ``wrap`` (CPU)
+    ``tensors`` already share their memory, so the result needs no conversion; a new set every step
+    keeps every returned tensor unaliased, as a fresh result should be.
+    """
+
+    def __init__(self, num_envs: int, wrap: bool) -> None:
+        self.arrays = {
+            "reward": np.empty(num_envs, dtype=np.float32),
+            "terminated": np.empty(num_envs, dtype=bool),
+            "truncated": np.empty(num_envs, dtype=bool),
+            "episode_return": np.zeros(num_envs, dtype=np.float32),
+            "episode_length": np.zeros(num_envs, dtype=np.int64),
+            "lives": np.empty(num_envs, dtype=np.int32),
+            "life_lost": np.empty(num_envs, dtype=bool),
+            "episode_frame_number": np.empty(num_envs, dtype=np.int32),
+        }
+        self.tensors = {key: torch.from_numpy(array) for key, array in self.arrays.items()} if wrap else None
+
+
 def _check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -279,6 +306,7 @@ class AtariVecEnv(VecEnv):
         )
         self.single_action_space = gym.spaces.Discrete(self.num_actions)
         self._to_device = _HostToDevice(self.device)
+        self._paddle_strength = np.ones(num_envs, dtype=np.float32)  # full strength: discrete actions
         # Float64 sums of integer scores stay exact far beyond any Atari score.
         self._running_return = np.zeros(num_envs, dtype=np.float64)
         # Episode lengths come from a global step counter and each episode's first step.
@@ -287,6 +315,8 @@ class AtariVecEnv(VecEnv):
         self._lives = np.zeros(num_envs, dtype=np.int32)
         self._pending_seed = seed
         self._needs_reset = True
+        self._in_flight: _StepOutputs | None = None  # the outputs of the step sent and not yet collected
+        self._unsettled_reward: np.ndarray | None = None  # rewards not yet in _running_return
         if reseed_after is not None and (isinstance(reseed_after, bool) or reseed_after < 0):
             raise ValueError(f"reseed_after must be an int >= 0 or None, got {reseed_after!r}")
         self.reseed_after = reseed_after
@@ -305,13 +335,18 @@ class AtariVecEnv(VecEnv):
         return self._ale
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reset every game; env ``i`` is seeded with ``seed + i`` when a seed is given."""
+        """Reset every game; env ``i`` is seeded with ``seed + i`` when a seed is given.
+
+        A step still in flight (:meth:`step_async` without :meth:`step_wait`) is collected and dropped.
+        """
         if seed is None:
             seed, self._pending_seed = self._pending_seed, None
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self._discard_step_in_flight()
         obs, info = self._backend().reset(seed=seed)
         self._running_return[:] = 0.0
+        self._unsettled_reward = None
         self._steps = 0
         self._episode_start[:] = 0
         self._lives = np.array(info["lives"], dtype=np.int32)
@@ -337,6 +372,8 @@ class AtariVecEnv(VecEnv):
         """
         if self._seed is None or self.reseed_after is None:
             raise RuntimeError("episode_state() needs reseed_after set and a reset with a seed")
+        if self._in_flight is not None:
+            raise RuntimeError("episode_state() called while a step is in flight: call step_wait() first")
         return {
             "seed": self._seed,
             "steps": self._steps,
@@ -387,19 +424,20 @@ class AtariVecEnv(VecEnv):
         return self._to_device({"obs": obs})["obs"]
 
     def _actions_to_numpy(self, actions: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A checked int64 copy of ``actions`` (a copy: ale-py may read it after :meth:`step_async` returned)."""
         if isinstance(actions, torch.Tensor):
             if actions.dtype not in _INTEGER_DTYPES:
                 raise TypeError(f"actions must be an integer tensor, got dtype {actions.dtype}")
-            array = actions.numpy() if actions.is_cpu else actions.cpu().numpy()
         else:
-            array = np.asarray(actions)
-            if array.dtype.kind not in "iu":
-                raise TypeError(f"actions must be integers, got dtype {array.dtype}")
-        if array.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {tuple(array.shape)}")
-        # ale-py does not check the range and its worker threads hang on a bad action. (Python's
-        # min/max over a short list beat two numpy reductions on the cache-cold path.)
-        values = array.tolist()
+            actions = np.asarray(actions)
+            if actions.dtype.kind not in "iu":
+                raise TypeError(f"actions must be integers, got dtype {actions.dtype}")
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}")
+        # ale-py does not check the range and its worker threads hang on a bad action. One Python list
+        # serves the check and the copy: on the cache-cold path between two steps, tolist + min/max
+        # beat .numpy() and numpy reductions.
+        values = actions.tolist()
         low, high = min(values), max(values)
         if low < 0 or high >= self.num_actions:
             bad = low if low < 0 else high
@@ -407,59 +445,124 @@ class AtariVecEnv(VecEnv):
                 f"action {bad} out of range for {self.game} (valid: 0..{self.num_actions - 1}: "
                 f"{', '.join(self.action_meanings)})"
             )
-        return np.ascontiguousarray(array, dtype=np.int64)
+        return np.array(values, dtype=np.int64)
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
-        """One agent step of every game; see the module docstring for ``info``."""
+        """One agent step of every game: :meth:`step_async` then :meth:`step_wait`.
+
+        See the module docstring for ``info``.
+        """
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: torch.Tensor | np.ndarray) -> None:
+        """Start one agent step of every game and return at once (Stable-Baselines3's naming).
+
+        The emulators run in ale-py's threads until :meth:`step_wait` collects the result, so the
+        caller may do other work meanwhile (a gradient update, say); ``actions`` is copied, so the
+        caller may also reuse its buffer. Actions are checked here: a bad one raises before anything
+        is sent and leaves the env as it was. At most one step is in flight at a time.
+        """
         if self._needs_reset:
-            raise RuntimeError("call reset() before step()")
-        obs, reward, terminated, truncated, ale_info = self._backend().step(self._actions_to_numpy(actions))
-        # Bookkeeping runs in numpy on the host, where the data already is, with as few array ops as
-        # possible: right after an emulator step the CPU caches are cold, and each small torch op then
-        # costs ~15-20 us and each numpy op several, against ~1-2 ms for the whole step.
+            raise RuntimeError("call reset() before step() or step_async()")
+        if self._in_flight is not None:
+            raise RuntimeError("step_async() called while a step is in flight: call step_wait() first")
+        # Straight to the C++ interface: ale-py's send() would re-check the actions and allocate the
+        # paddle strengths again, on the path where the emulators wait for us.
+        self._backend().ale.send(self._actions_to_numpy(actions), self._paddle_strength)
+        # While the emulators run: the bookkeeping the previous step left over, and fresh arrays for
+        # this step's small result fields (on CPU already wrapped as tensors).
+        self._settle()
+        self._in_flight = _StepOutputs(self.num_envs, wrap=self.device.type == "cpu")
+
+    def step_wait(self) -> StepResult:
+        """Collect the step started by :meth:`step_async`; returns what :meth:`step` returns."""
+        outputs = self._in_flight
+        if outputs is None:
+            raise RuntimeError("step_wait() called without a step in flight: call step_async(actions) first")
+        self._in_flight = None
+        obs, reward, terminated, truncated, ale_info = self._backend().ale.recv()
+        # Only what the result needs runs here, with as few array ops as possible: the emulators idle
+        # until the next send, and right after a step the caches are cold (each small torch op costs
+        # ~15-20 us, each numpy op several, against ~1-2 ms for the whole step).
         self._steps += 1
-        self._running_return += reward
+        out = outputs.arrays
         lives = ale_info["lives"]
-        life_lost = lives < self._lives
+        np.copyto(out["reward"], reward)
+        np.copyto(out["terminated"], terminated)
+        np.copyto(out["truncated"], truncated)
+        np.less(lives, self._lives, out=out["life_lost"])
         self._lives = lives
-        episode_return = np.zeros(self.num_envs, dtype=np.float32)
-        episode_length = np.zeros(self.num_envs, dtype=np.int64)
-        host = {"obs": obs}
+        final_obs = None
         # ale-py adds final_obs to its info exactly on the steps where some episode ended.
         if "final_obs" in ale_info:
-            done = terminated | truncated
-            ended = np.flatnonzero(done)
-            life_lost &= ~done
-            episode_return[ended] = self._running_return[ended]
-            episode_length[ended] = self._steps - self._episode_start[ended]
-            self._running_return[ended] = 0.0
-            self._episode_start[ended] = self._steps
-            # Its rows for envs that did not end are garbage: fill them with the returned obs.
-            final_obs = obs.copy()
-            final_obs[ended] = ale_info["final_obs"][ended]
-            host["final_obs"] = final_obs
-            if self.reseed_after is not None and self._seed is not None:
-                due = ended[self._steps - self._seeded_at[ended] >= self.reseed_after]
-                if len(due):
-                    obs, lives, frame_number = self._seed_new_episodes(due, lives, ale_info)
-                    host["obs"] = obs
-                    self._lives = lives
-                    ale_info = {**ale_info, "episode_frame_number": frame_number}
-        host.update(
-            reward=reward.astype(np.float32),
-            terminated=terminated,
-            truncated=truncated,
-            episode_return=episode_return,
-            episode_length=episode_length,
-            lives=lives,
-            life_lost=life_lost,
-            episode_frame_number=ale_info["episode_frame_number"],
-        )
-        moved = self._to_device(host)
-        obs_t, reward_t = moved.pop("obs"), moved.pop("reward")
-        terminated_t, truncated_t = moved.pop("terminated"), moved.pop("truncated")
-        moved.setdefault("final_obs", obs_t)
-        return obs_t, reward_t, terminated_t, truncated_t, moved
+            obs, final_obs, ale_info = self._end_episodes(obs, reward, terminated | truncated, ale_info, out)
+        else:
+            self._unsettled_reward = reward  # summed into the running returns during the next step
+        np.copyto(out["lives"], self._lives)
+        np.copyto(out["episode_frame_number"], ale_info["episode_frame_number"])
+        return self._result(obs, final_obs, outputs)
+
+    def _end_episodes(
+        self,
+        obs: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        ale_info: dict[str, Any],
+        out: dict[str, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Statistics, final observations and seeded restarts of the episodes that ended this step."""
+        self._running_return += reward
+        ended = np.flatnonzero(done)
+        out["life_lost"] &= ~done
+        out["episode_return"][ended] = self._running_return[ended]
+        out["episode_length"][ended] = self._steps - self._episode_start[ended]
+        self._running_return[ended] = 0.0
+        self._episode_start[ended] = self._steps
+        # Its rows for envs that did not end are garbage: fill them with the returned obs.
+        final_obs = obs.copy()
+        final_obs[ended] = ale_info["final_obs"][ended]
+        if self.reseed_after is not None and self._seed is not None:
+            due = ended[self._steps - self._seeded_at[ended] >= self.reseed_after]
+            if len(due):
+                obs, self._lives, frame_number = self._seed_new_episodes(due, self._lives, ale_info)
+                ale_info = {**ale_info, "episode_frame_number": frame_number}
+        return obs, final_obs, ale_info
+
+    def _result(self, obs: np.ndarray, final_obs: np.ndarray | None, outputs: _StepOutputs) -> StepResult:
+        """The step result on the device: observations converted now, small fields as prepared."""
+        if outputs.tensors is not None:
+            fields = outputs.tensors
+            obs_t = torch.from_numpy(obs)
+            final_t = obs_t if final_obs is None else torch.from_numpy(final_obs)
+        else:  # one batched transfer of everything
+            host = {"obs": obs, **outputs.arrays}
+            if final_obs is not None:
+                host["final_obs"] = final_obs
+            fields = self._to_device(host)
+            obs_t = fields.pop("obs")
+            final_t = fields.pop("final_obs", obs_t)
+        info = {
+            "final_obs": final_t,
+            "episode_return": fields["episode_return"],
+            "episode_length": fields["episode_length"],
+            "lives": fields["lives"],
+            "life_lost": fields["life_lost"],
+            "episode_frame_number": fields["episode_frame_number"],
+        }
+        return obs_t, fields["reward"], fields["terminated"], fields["truncated"], info
+
+    def _settle(self) -> None:
+        """Apply the bookkeeping :meth:`step_wait` deferred: the last step's rewards into the running returns."""
+        if self._unsettled_reward is not None:
+            self._running_return += self._unsettled_reward
+            self._unsettled_reward = None
+
+    def _discard_step_in_flight(self) -> None:
+        """Collect and drop a step still in flight, so that ale-py's queue is empty for a reset or close."""
+        if self._in_flight is not None and self._ale is not None:
+            self._ale.ale.recv()
+        self._in_flight = None
 
     def _seed_new_episodes(
         self, envs: np.ndarray, lives: np.ndarray, ale_info: dict[str, Any]
@@ -486,7 +589,8 @@ class AtariVecEnv(VecEnv):
         return self._backend().reset(seed=seeds, options={"reset_mask": mask})
 
     def close(self) -> None:
-        """Stop the emulator threads; the env cannot be used afterwards."""
+        """Stop the emulator threads (after collecting a step still in flight); the env cannot be used afterwards."""
+        self._discard_step_in_flight()
         self._ale = None
 
     def __repr__(self) -> str:

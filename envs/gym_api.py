@@ -5,24 +5,41 @@
 - :class:`GymVectorEnv` turns any protocol env into a ``gymnasium.vector.VectorEnv`` (numpy batches,
   ``SAME_STEP`` autoreset), used by ``gymnasium.make_vec``.
 
-Both are generic: dict observations become dicts of numpy arrays under a ``spaces.Dict``.
+Both are generic: dict observations become dicts of numpy arrays under a ``spaces.Dict``. Both
+render ``render_mode="rgb_array"`` when the id was registered with a :class:`Rendering` (frames drawn
+from the observations); other render modes are errors.
 
 Registration is explicit and idempotent: :func:`register` (also run when this module is first
-imported) registers ``Lodestar/Atari-v0``; other protocol envs register with
+imported) registers ``Lodestar/Atari-v0`` and ``Lodestar/Nav-v0``; other protocol envs register with
 :func:`register_protocol_env`. Registration imports no emulator: factories are ``"module:attr"``
-strings loaded when an env is made. Example::
+strings or functions that import their env when one is made. Example::
 
     import lodestar.envs.gym_api  # registers the ids
     env = gymnasium.make("Lodestar/Atari-v0", game="Pong")
     vec = gymnasium.make_vec("Lodestar/Atari-v0", num_envs=8, game="Pong")   # one batched AtariVecEnv
     vec = gymnasium.make_vec("Lodestar/Atari-v0", num_envs=2, vectorization_mode="sync", game="Pong")
+
+``Lodestar/Atari-v0`` renders ``rgb_array`` as the newest 84x84 grayscale frame of the observation
+(what the agent sees), because ale-py's batched emulators return only preprocessed frames; Stable-
+Baselines3's ``make_vec_env`` (which asks for ``rgb_array``) and its video recorder therefore work.
+Full-colour frames come from ale-py's own ``gymnasium.make("ALE/Pong-v5", render_mode="rgb_array")``.
+
+``Lodestar/Nav-v0`` is the navigation simulator (:class:`~lodestar.envs.nav.sim.env.NavVecEnv`)::
+
+    env = gymnasium.make("Lodestar/Nav-v0", dataset="data/nav/small", split="train", features="cnn")
+
+Its observation carries no oracle (``oracle=True`` adds the teacher action and the distance to the
+goal: training signals, never policy inputs), its spaces are the same on every split of a dataset,
+and an action outside the candidate mask ``obs["cand_mask"]`` is treated as STOP
+(``validate_actions=False`` by default here), so any sample of ``action_space`` is legal to send.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, cast, overload
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import gymnasium as gym
 import numpy as np
@@ -32,9 +49,26 @@ from numpy.typing import ArrayLike
 
 from lodestar.envs.base import AUTORESET_MODE, Observation, VecEnv
 
+if TYPE_CHECKING:
+    from lodestar.envs.atari import AtariVecEnv
+
 ATARI_ID = "Lodestar/Atari-v0"
 VecEnvFactory = Callable[..., VecEnv]
 NumpyObservation = np.ndarray | dict[str, np.ndarray]
+# Emulator frames per second of Atari 2600 (NTSC) game time.
+ALE_FRAME_RATE = 60.0
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How the gymnasium faces of a registered id render ``render_mode="rgb_array"``.
+
+    ``frame`` turns one env's numpy observation into an ``[H, W, 3]`` uint8 image; ``fps`` gives the
+    rate of game time (``metadata["render_fps"]``) of the env that was made.
+    """
+
+    frame: Callable[[NumpyObservation], np.ndarray]
+    fps: Callable[[VecEnv], float]
 
 
 @overload
@@ -76,7 +110,8 @@ def _obs_row(obs: torch.Tensor, index: int) -> np.ndarray: ...
 @overload
 def _obs_row(obs: dict[str, torch.Tensor], index: int) -> dict[str, np.ndarray]: ...
 def _obs_row(obs: Observation, index: int) -> NumpyObservation:
-    """Row ``index`` of a batched observation as fresh numpy arrays (0-d ones included).
+    """Row ``index`` of a batched observation as fresh numpy arrays; a 0-d row (a ``Discrete``
+    value) becomes a numpy scalar, the type gymnasium's and SB3's checkers expect of one.
 
     Copied, unlike the vector face's batches: single-env users keep observations across steps (and
     gymnasium's checker expects that), while a protocol env may hand out the same tensor again
@@ -84,7 +119,8 @@ def _obs_row(obs: Observation, index: int) -> NumpyObservation:
     """
     if isinstance(obs, dict):
         return {key: _obs_row(value, index) for key, value in obs.items()}
-    return obs[index].detach().cpu().numpy().copy()
+    row = obs[index].detach().cpu().numpy()
+    return row[()] if row.ndim == 0 else row.copy()
 
 
 def _row(value: Any, index: int) -> Any:
@@ -102,6 +138,25 @@ def as_space(space: gym.Space | dict[str, gym.Space]) -> gym.Space:
     return gym.spaces.Dict(space) if isinstance(space, dict) else space
 
 
+def _check_render_mode(vec_env: VecEnv, render_mode: str | None, rendering: Rendering | None) -> None:
+    """Refuse a render mode the face cannot serve, naming what can."""
+    if render_mode is None or (render_mode == "rgb_array" and rendering is not None):
+        return
+    # Batched emulators cannot render in colour; the matching ALE id (Atari) can.
+    renderable = getattr(vec_env, "env_id", None)
+    hint = f"; use gymnasium.make({renderable!r}, render_mode={render_mode!r})" if renderable else ""
+    served = " (this face renders only 'rgb_array': frames of its observations)" if rendering else ""
+    raise ValueError(
+        f"render_mode={render_mode!r} is not supported by {type(vec_env).__name__}{hint}{served}"
+    )
+
+
+def _render_metadata(vec_env: VecEnv, rendering: Rendering | None) -> dict[str, Any]:
+    if rendering is None:
+        return {"render_modes": []}
+    return {"render_modes": ["rgb_array"], "render_fps": rendering.fps(vec_env)}
+
+
 class GymEnv(gym.Env):
     """A ``gymnasium.Env`` over a protocol env holding exactly one episode at a time.
 
@@ -112,21 +167,20 @@ class GymEnv(gym.Env):
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
 
-    def __init__(self, vec_env: VecEnv, render_mode: str | None = None) -> None:
+    def __init__(
+        self, vec_env: VecEnv, render_mode: str | None = None, rendering: Rendering | None = None
+    ) -> None:
         if vec_env.num_envs != 1:
             raise ValueError(f"GymEnv needs a protocol env with num_envs=1, got num_envs={vec_env.num_envs}")
-        if render_mode is not None:
-            # Batched emulators cannot render; the matching ALE id (Atari) can.
-            renderable = getattr(vec_env, "env_id", None)
-            hint = f"; use gymnasium.make({renderable!r}, render_mode={render_mode!r})" if renderable else ""
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported by {type(vec_env).__name__}{hint}"
-            )
+        _check_render_mode(vec_env, render_mode, rendering)
         self.vec_env = vec_env
         self.observation_space = as_space(vec_env.single_observation_space)
         self.action_space = as_space(vec_env.single_action_space)
-        self.render_mode = None
+        self.metadata = _render_metadata(vec_env, rendering)
+        self.render_mode = render_mode
+        self._rendering = rendering
         self._next_obs: Observation | None = None
+        self._shown: NumpyObservation | None = None  # the last observation handed out, for render()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -134,7 +188,8 @@ class GymEnv(gym.Env):
             raise ValueError(f"{type(self.vec_env).__name__} takes no reset options, got {sorted(options)}")
         pending, self._next_obs = self._next_obs, None
         obs = pending if seed is None and pending is not None else self.vec_env.reset(seed=seed)
-        return _obs_row(obs, 0), {}
+        self._shown = _obs_row(obs, 0)
+        return self._shown, {}
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.vec_env.step(
@@ -144,7 +199,16 @@ class GymEnv(gym.Env):
         self._next_obs = obs if ended else None
         shown = info.get("final_obs", obs) if ended else obs
         row_info = {key: _row(value, 0) for key, value in info.items() if key != "final_obs"}
-        return _obs_row(shown, 0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), row_info
+        self._shown = _obs_row(shown, 0)
+        return self._shown, float(reward[0]), bool(terminated[0]), bool(truncated[0]), row_info
+
+    def render(self) -> np.ndarray | None:
+        """The ``rgb_array`` frame of the last observation handed out (None without a render mode)."""
+        if self.render_mode is None or self._rendering is None:
+            return None
+        if self._shown is None:
+            raise RuntimeError("call reset() before render()")
+        return self._rendering.frame(self._shown)
 
     def close(self) -> None:
         self.vec_env.close()
@@ -160,8 +224,15 @@ class GymVectorEnv(gym.vector.VectorEnv):
 
     metadata: dict[str, Any] = {"autoreset_mode": AUTORESET_MODE}  # noqa: RUF012
 
-    def __init__(self, vec_env: VecEnv) -> None:
+    def __init__(
+        self, vec_env: VecEnv, render_mode: str | None = None, rendering: Rendering | None = None
+    ) -> None:
+        _check_render_mode(vec_env, render_mode, rendering)
         self.vec_env = vec_env
+        self.metadata = {"autoreset_mode": AUTORESET_MODE, **_render_metadata(vec_env, rendering)}
+        self.render_mode = render_mode
+        self._rendering = rendering
+        self._shown: NumpyObservation | None = None
         self.num_envs = vec_env.num_envs
         self.single_observation_space = as_space(vec_env.single_observation_space)
         self.single_action_space = as_space(vec_env.single_action_space)
@@ -175,7 +246,8 @@ class GymVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"{type(self.vec_env).__name__} takes no reset options, got {sorted(options)}")
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
-        return to_numpy(self.vec_env.reset(seed=seed)), {}
+        self._shown = to_numpy(self.vec_env.reset(seed=seed))
+        return self._shown, {}
 
     def step(self, actions: Any):
         obs, reward, terminated, truncated, info = self.vec_env.step(to_tensor(actions, self.vec_env.device))
@@ -184,7 +256,22 @@ class GymVectorEnv(gym.vector.VectorEnv):
         if done.any():
             infos["final_obs"] = to_numpy(info["final_obs"])
             infos["_final_obs"] = done
-        return to_numpy(obs), to_numpy(reward), to_numpy(terminated), to_numpy(truncated), infos
+        self._shown = to_numpy(obs)
+        return self._shown, to_numpy(reward), to_numpy(terminated), to_numpy(truncated), infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One ``rgb_array`` frame per env, of the last observations (None without a render mode)."""
+        if self.render_mode is None or self._rendering is None:
+            return None
+        if self._shown is None:
+            raise RuntimeError("call reset() before render()")
+        shown = self._shown
+        return tuple(
+            self._rendering.frame(
+                {key: value[i] for key, value in shown.items()} if isinstance(shown, dict) else shown[i]
+            )
+            for i in range(self.num_envs)
+        )
 
     def close_extras(self, **kwargs: Any) -> None:
         self.vec_env.close()
@@ -198,18 +285,32 @@ def _load_factory(factory: VecEnvFactory | str) -> VecEnvFactory:
     return factory
 
 
-def _make_single(factory: VecEnvFactory | str, render_mode: str | None = None, **kwargs: Any) -> GymEnv:
+def _make_single(
+    factory: VecEnvFactory | str,
+    rendering: Rendering | None,
+    render_mode: str | None = None,
+    **kwargs: Any,
+) -> GymEnv:
     if "num_envs" in kwargs:
         raise ValueError("gymnasium.make builds one env; use gymnasium.make_vec(..., num_envs=N) for a batch")
-    return GymEnv(_load_factory(factory)(num_envs=1, **kwargs), render_mode=render_mode)
+    return GymEnv(_load_factory(factory)(num_envs=1, **kwargs), render_mode, rendering)
 
 
-def _make_vector(factory: VecEnvFactory | str, num_envs: int = 1, **kwargs: Any) -> GymVectorEnv:
-    return GymVectorEnv(_load_factory(factory)(num_envs=num_envs, **kwargs))
+def _make_vector(
+    factory: VecEnvFactory | str,
+    rendering: Rendering | None,
+    num_envs: int = 1,
+    render_mode: str | None = None,
+    **kwargs: Any,
+) -> GymVectorEnv:
+    return GymVectorEnv(_load_factory(factory)(num_envs=num_envs, **kwargs), render_mode, rendering)
 
 
 def register_protocol_env(
-    env_id: str, factory: VecEnvFactory | str, default_kwargs: dict[str, Any] | None = None
+    env_id: str,
+    factory: VecEnvFactory | str,
+    default_kwargs: dict[str, Any] | None = None,
+    rendering: Rendering | None = None,
 ) -> None:
     """Register ``env_id`` for ``gymnasium.make`` and ``gymnasium.make_vec``.
 
@@ -217,28 +318,68 @@ def register_protocol_env(
     imported only when an env is made. ``default_kwargs`` are passed unless the caller overrides
     them. ``make`` wraps a one-env batch in :class:`GymEnv`; ``make_vec`` builds one batched env
     (``vector_entry_point``, the default mode) wrapped in :class:`GymVectorEnv`, or gymnasium's
-    sync/async vectorizers over single envs. Registering an id again is a no-op.
+    sync/async vectorizers over single envs. With ``rendering`` both faces accept
+    ``render_mode="rgb_array"``. Registering an id again is a no-op.
     """
     if env_id in gym.registry:
         return
     gym.register(
         id=env_id,
-        entry_point=functools.partial(_make_single, factory),
-        vector_entry_point=functools.partial(_make_vector, factory),
+        entry_point=functools.partial(_make_single, factory, rendering),
+        vector_entry_point=functools.partial(_make_vector, factory, rendering),
         kwargs=dict(default_kwargs or {}),
         disable_env_checker=False,
     )
 
 
+# -- Lodestar/Atari-v0 ---------------------------------------------------------------------------------
+
+_ATARI_GAME_HINT = (
+    f"{ATARI_ID} needs game=<name>, e.g. gymnasium.make({ATARI_ID!r}, game='Pong') or "
+    f"gymnasium.make_vec({ATARI_ID!r}, num_envs=8, game='Breakout'); the games are the ROMs ale-py "
+    "ships (ROM ids such as 'space_invaders' or names such as 'SpaceInvaders'), listed by "
+    'python -c "from ale_py import roms; print(roms.get_all_rom_ids())"'
+)
+
+
+def make_atari(num_envs: int = 1, game: str | None = None, **kwargs: Any) -> AtariVecEnv:
+    """The :class:`~lodestar.envs.atari.AtariVecEnv` behind ``Lodestar/Atari-v0``.
+
+    ``game`` is required; without it the error says how to name one and where the game list is.
+    Other keyword arguments are those of ``AtariVecEnv``.
+    """
+    if game is None:
+        raise TypeError(_ATARI_GAME_HINT)
+    from lodestar.envs.atari import AtariVecEnv  # imported when an env is made, not at registration
+
+    return AtariVecEnv(game, num_envs, **kwargs)
+
+
+def atari_frame(obs: NumpyObservation) -> np.ndarray:
+    """The newest frame of one Atari observation (``[stack, H, W]`` uint8) as an ``[H, W, 3]`` image."""
+    if not isinstance(obs, np.ndarray) or obs.ndim != 3:
+        raise ValueError(f"an Atari observation is a [stack, H, W] array, got {type(obs).__name__}")
+    return np.repeat(obs[-1][:, :, None], 3, axis=2)
+
+
+def _atari_fps(env: VecEnv) -> float:
+    return ALE_FRAME_RATE / cast("AtariVecEnv", env).settings["frameskip"]
+
+
+ATARI_RENDERING = Rendering(frame=atari_frame, fps=_atari_fps)
 NAV_ID = "Lodestar/Nav-v0"
 
 
 def register() -> None:
     """Register every Lodestar gymnasium id (idempotent)."""
     # The gymnasium faces hand out numpy arrays, so the emulator output stays on the host.
-    register_protocol_env(ATARI_ID, "lodestar.envs.atari:AtariVecEnv", {"device": "cpu"})
-    # gymnasium.make("Lodestar/Nav-v0", dataset="data/nav/small", split="train", features="cnn")
-    register_protocol_env(NAV_ID, "lodestar.envs.nav.sim.env:NavVecEnv", {"device": "cpu"})
+    register_protocol_env(ATARI_ID, make_atari, {"device": "cpu"}, ATARI_RENDERING)
+    # gymnasium.make("Lodestar/Nav-v0", dataset="data/nav/small", split="train", features="cnn"):
+    # tools sample actions from the whole action space, so an action outside the candidate mask is
+    # STOP here (NavVecEnv itself raises on one by default); oracle=True adds training signals.
+    register_protocol_env(
+        NAV_ID, "lodestar.envs.nav.sim.env:NavVecEnv", {"device": "cpu", "validate_actions": False}
+    )
 
 
 register()

@@ -6,8 +6,9 @@
 Default protocol ``v5``: full games (all lives), raw rewards, sticky actions 0.25, no no-op starts,
 108k-frame cap, epsilon 0.001. ``--protocol config`` uses the run's own eval settings instead
 (e.g. the Atari-100k protocol of ``configs/dqn_atari100k.yaml``). Prints mean/median/std and the
-human-normalized score per checkpoint; with several checkpoints also mean/median/IQM of
-human-normalized scores with 95% bootstrap confidence intervals.
+human-normalized score per checkpoint; with several checkpoints also the IQM, median, mean and
+optimality gap of human-normalized scores over the runs x games matrix, with 95% stratified-bootstrap
+confidence intervals computed as the rliable package computes them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from lodestar.agents.dqn.evaluation import evaluate, load_agent, record_video
-from lodestar.agents.dqn.scores import aggregate_with_ci, human_normalized
+from lodestar.agents.dqn.evaluation import evaluate, load_agent, record_video, video_fps
+from lodestar.agents.dqn.scores import METRICS, aggregate_with_ci, human_normalized, score_matrix
 from lodestar.envs.atari import resolve_game
 from lodestar.runtime.cli import positive_int, run_main
 from lodestar.runtime.device import resolve_device
@@ -35,7 +34,13 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> dict:
         config.eval.noop_max = 0
         config.eval.max_episode_frames = 108_000
     returns = evaluate(
-        agent, config, args.episodes, seed=args.seed, epsilon=args.epsilon, num_envs=args.num_envs
+        agent,
+        config,
+        args.episodes,
+        seed=args.seed,
+        epsilon=args.epsilon,
+        num_envs=args.num_envs,
+        show_progress=True,
     )
     mean = statistics.fmean(returns)
     result = {
@@ -55,29 +60,38 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> dict:
     except KeyError:
         result["human_normalized"] = None
     if args.video is not None:
-        frames = record_video(agent, config, seed=args.seed)
+        frames = record_video(
+            agent, config, seed=args.seed, max_steps=config.eval.video_max_steps, show_progress=True
+        )
         video_path = (
             args.video
             if len(args.checkpoints) == 1
             else args.video.with_stem(f"{args.video.stem}_{path.name}")
         )
-        video_path.write_bytes(encode_gif(frames, fps=30))
+        video_path.write_bytes(encode_gif(frames, fps=video_fps(config)))
         result["video"] = str(video_path)
     return result
 
 
 def aggregate(results: list[dict]) -> dict:
+    """IQM, median, mean and optimality gap of the human-normalized scores over the runs x games
+    matrix, with 95% stratified-bootstrap intervals (rliable's estimators, see ``scores.py``).
+
+    The bootstrap needs as many runs of every game: a game with more runs than the fewest contributes
+    its first ones, and ``runs_left_out`` counts the others.
+    """
     by_game: dict[str, list[float]] = defaultdict(list)
     for r in results:
         if r["human_normalized"] is not None:
             by_game[r["game"]].append(r["human_normalized"])
     runs = min(len(v) for v in by_game.values())
-    matrix = np.array([[by_game[g][i] for g in sorted(by_game)] for i in range(runs)])
-    ci = aggregate_with_ci(matrix)
+    matrix, games = score_matrix({game: values[:runs] for game, values in by_game.items()})
+    estimates = aggregate_with_ci(matrix, METRICS)
     return {
-        "games": sorted(by_game),
+        "games": games,
         "runs_per_game": runs,
-        **{name: {"value": v, "ci95": [lo, hi]} for name, (v, lo, hi) in ci.items()},
+        "runs_left_out": sum(len(values) - runs for values in by_game.values()),
+        **{name: {"value": e.value, "ci95": [e.low, e.high]} for name, e in estimates.items()},
     }
 
 
@@ -98,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-envs", type=positive_int, default=8, help="evaluation envs run at once (>= 1)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--video", type=Path, help="write an animated GIF of one evaluation episode here")
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="write an animated GIF of one evaluation episode here (its first eval.video_max_steps "
+        "agent steps, in real game time)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -112,9 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     output: dict = {"results": results}
     if len(results) > 1 and any(r["human_normalized"] is not None for r in results):
         output["aggregate"] = summary = aggregate(results)
-        for name in ("mean", "median", "iqm"):
+        if summary["runs_left_out"]:
+            print(
+                f"note: the aggregate uses the first {summary['runs_per_game']} run(s) of every game; "
+                f"{summary['runs_left_out']} run(s) of games with more are left out of it"
+            )
+        for name in METRICS:
             lo, hi = summary[name]["ci95"]
-            print(f"HNS {name:<6} {summary[name]['value']:.3f}  (95% CI {lo:.3f} .. {hi:.3f})")
+            print(f"HNS {name:<15}{summary[name]['value']:.3f}  (95% CI {lo:.3f} .. {hi:.3f})")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(output, indent=2))

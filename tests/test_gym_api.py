@@ -93,7 +93,7 @@ def test_single_env_returns_final_obs_at_episode_end_then_the_reset_one() -> Non
 
 def test_single_env_errors() -> None:
     with pytest.raises(ValueError, match="not supported by AtariVecEnv; use gymnasium.make\\('ALE/Pong-v5'"):
-        gym.make(ATARI_ID, game="Pong", render_mode="rgb_array")
+        gym.make(ATARI_ID, game="Pong", render_mode="human")
     with pytest.raises(ValueError, match="make_vec"):
         gym.make(ATARI_ID, game="Pong", num_envs=4)
     with pytest.raises(ValueError, match="num_envs=1"):
