@@ -4,6 +4,9 @@ On-policy use: ``collector.collect(T)`` returns a :class:`Rollout` of ``[T, N, .
 Off-policy use: pass a ``sink`` (a callable taking each :class:`Transition`, e.g. one that writes
 it into a replay buffer) and every step is handed to it as it happens; ``collect`` then returns ``None`` unless asked to keep the batch too.
 
+A step can also be split in two, :meth:`RolloutCollector.send` (act and start the env's step) and
+:meth:`RolloutCollector.receive` (collect it), so that a learner computes while the env steps.
+
 Transitions always carry the *true* next observation: for envs whose episode ended at a step, the
 env's ``info["final_obs"]`` replaces the auto-reset observation.
 
@@ -104,21 +107,48 @@ class RolloutCollector:
         self._episodes: list[EpisodeRecord] = []
         # One byte per env step: 10M Atari steps cost 10 MB, not 10M tensors.
         self._action_log: bytearray | None = bytearray() if record_actions else None
+        self._sent: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None  # a step in flight
 
     def reset(self, seed: int | None = None) -> Observation:
+        """Reset the env (dropping a step in flight) and return the first observation."""
+        self._sent = None
         self.obs = self.env.reset(seed=seed)
         return self.obs
 
     def step(self) -> Transition:
         """One batched step: act, step the env, write to the sink, record finished episodes."""
+        self.send()
+        return self.receive()
+
+    def send(self) -> None:
+        """The first half of :meth:`step`: choose the actions and start the env's step.
+
+        An env with ``step_async``/``step_wait`` (ale-py's emulators in their threads) then runs while
+        the caller does other work until :meth:`receive`; any other env steps in :meth:`receive`.
+        """
         if self.obs is None:
             raise RuntimeError("call reset() before stepping the collector")
+        if self._sent is not None:
+            raise RuntimeError("send() called twice: receive() the step in flight first")
         with torch.no_grad():
             output = self.policy(self.obs)
         action, extras = output if isinstance(output, tuple) else (output, {})
         if self._action_log is not None:
             self._action_log += self._action_bytes(action)
-        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        step_async = getattr(self.env, "step_async", None)
+        if step_async is not None:
+            step_async(action)
+        self._sent = (action, extras)
+
+    def receive(self) -> Transition:
+        """The second half of :meth:`step`: the transition of the step :meth:`send` started."""
+        if self._sent is None:
+            raise RuntimeError("receive() called without a step in flight: call send() first")
+        (action, extras), self._sent = self._sent, None
+        step_wait = getattr(self.env, "step_wait", None)
+        result = step_wait() if step_wait is not None else self.env.step(action)
+        next_obs, reward, terminated, truncated, info = result
+        assert self.obs is not None  # send() checked it
         done = terminated | truncated
         any_done = bool(done.any())
         true_next = select_rows(done, info["final_obs"], next_obs) if any_done else next_obs
@@ -200,7 +230,7 @@ class RolloutCollector:
     def resume_at(self, obs: Observation, global_step: int, recent_actions: torch.Tensor) -> None:
         """Continue from an env restored elsewhere: its observation, the step count and the recent
         actions (``[steps, num_envs]``) that the next checkpoint must still hold."""
-        self.obs, self.global_step = obs, global_step
+        self.obs, self.global_step, self._sent = obs, global_step, None
         self._episodes.clear()
         if self._action_log is not None:
             self._action_log = bytearray(recent_actions.to("cpu", torch.uint8).contiguous().numpy().tobytes())

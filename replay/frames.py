@@ -156,9 +156,8 @@ class FrameStackStorage:
         slots = self._slots(env.unsqueeze(1), source).flatten()
         frames = self._flat_ring.index_select(0, slots).view(*source.shape, *self.frame_shape)
         padding = (wanted < start.unsqueeze(1)) & self.zero_pad[indices].unsqueeze(1)
-        if bool(padding.any()):  # rare (first k-1 steps of an episode): skip a full pass otherwise
-            frames.view(-1, *self.frame_shape).index_fill_(0, padding.flatten().nonzero().squeeze(1), 0)
-        return frames
+        # Unconditional (no `padding.any()` test): a host read here would stall CUDA every sample.
+        return frames.masked_fill_(padding.view(*padding.shape, *(1,) * len(self.frame_shape)), 0)
 
     def stale(self, indices: torch.Tensor) -> torch.Tensor:
         """Whether the ring has already overwritten frames that the transitions at ``indices`` need."""

@@ -147,7 +147,7 @@ class PrioritizedSampler(Sampler):
         beta: float = 0.4,
         eps: float = 1e-6,
         device: torch.device | str = "cpu",
-        branching: int = 32,
+        branching: int | None = None,
     ) -> None:
         super().__init__(capacity, device)
         if alpha < 0:
@@ -160,6 +160,7 @@ class PrioritizedSampler(Sampler):
         self.tree = SumTree(self.capacity, self.device, branching)
         # Largest p^alpha seen so far; a 0-dim tensor so that updates never wait for the device.
         self._max_priority = torch.ones((), dtype=torch.float64, device=self.device)
+        self._strata: torch.Tensor | None = None  # 0, 1, ..., batch_size - 1 of the last batch size
 
     @property
     def beta(self) -> float:
@@ -185,14 +186,16 @@ class PrioritizedSampler(Sampler):
     def _sample(
         self, batch_size: int, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        total = self.tree.total()
+        # A replay batch is a few dozen items: the cost is the number of tensor ops, so each counts.
+        strata = self._strata
+        if strata is None or strata.numel() != batch_size:
+            strata = self._strata = torch.arange(batch_size, dtype=torch.float64, device=self.device)
         # Stratified: one uniform draw inside each of batch_size equal slices of the total mass.
         u = torch.rand(batch_size, dtype=torch.float64, device=self.device, generator=generator)
-        strata = torch.arange(batch_size, dtype=torch.float64, device=self.device)
-        mass = (strata + u) * (total / batch_size)
+        mass = (strata + u).mul_(self.tree.total() / batch_size)
         indices = self.tree.find(mass)
         # (N P(i))^-beta / max_j (N P(j))^-beta = (p_i / p_min)^-beta: N and the total cancel.
-        weights = (self.tree.get(indices) / self.tree.min()).pow(-self._beta)
+        weights = (self.tree.get(indices) / self.tree.min()).pow_(-self._beta)
         return indices, weights.to(torch.float32)
 
     def update_priorities(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
@@ -207,14 +210,16 @@ class PrioritizedSampler(Sampler):
             raise ValueError(f"got {indices.numel()} indices but {priorities.numel()} priorities")
         if indices.numel() == 0:
             return
-        if not bool((torch.isfinite(priorities) & (priorities >= 0)).all()):
-            raise ValueError(
-                f"priorities must be finite and >= 0, got {priorities[~torch.isfinite(priorities) | (priorities < 0)][:5].tolist()}"
-            )
-        if bool(((indices < 0) | (indices >= self.capacity)).any()):
+        # One reduction per input checks it: a NaN makes both bounds NaN, which fails the comparisons.
+        low, high = torch.aminmax(priorities)
+        if not (float(low) >= 0 and float(high) < float("inf")):
+            bad = priorities[~torch.isfinite(priorities) | (priorities < 0)][:5].tolist()
+            raise ValueError(f"priorities must be finite and >= 0, got {bad}")
+        first, last = torch.aminmax(indices)
+        if int(first) < 0 or int(last) >= self.capacity:
             raise ValueError(f"priority indices must lie in [0, {self.capacity})")
-        live = self._mask[indices]
-        values = torch.where(live, (priorities + self.eps).pow(self.alpha), torch.zeros_like(priorities))
+        # Items no longer sampleable get zero: (p + eps)^alpha times the live mask.
+        values = (priorities + self.eps).pow_(self.alpha).mul_(self._mask[indices])
         self.tree.update(indices, values)
         # Read back: with repeated indices only the last value was stored, and only it counts as seen.
         self._max_priority = torch.maximum(self._max_priority, self.tree.get(indices).max())

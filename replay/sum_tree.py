@@ -2,12 +2,16 @@
 
 The tree is ``branching``-ary rather than binary: every level is a tensor whose consecutive groups of
 ``branching`` nodes are the children of one node of the level above. A batch of prefix-sum queries
-descends all levels at once (one gather + cumsum per level), and a batch of leaf updates recomputes
-each level's touched parents with one gather + reduce, so a 1M-leaf tree costs four levels of a few
-tensor ops instead of twenty levels of a binary tree. Everything stays on the tree's device.
+descends all levels at once (a gather, a cumsum and a searchsorted per level), and a batch of leaf
+updates recomputes each level's touched parents with one gather + reduce. A replay batch is a few dozen
+items, so the cost is the number of tensor ops, not their size: the default branching is the smallest
+power of two whose square covers the capacity, which makes two levels (a 1M-leaf tree: 977 groups of
+1,024 leaves under one root group) and about ten ops per level. Everything stays on the tree's device.
 
 Leaves hold non-negative priorities; a zero leaf is never sampled. Sums are kept in float64 and
-recomputed exactly from the children on every update, so no rounding drift accumulates.
+recomputed exactly from the children on every update, so no rounding drift accumulates. The min tree
+starts above the leaves (a leaf group's min is taken over its positive leaves), so it costs no
+leaf-sized tensor.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ def _level_sizes(capacity: int, branching: int) -> list[int]:
     return sizes
 
 
-class SumTree:
-    """Batched sum/min tree over ``capacity`` non-negative leaves."""
+def default_branching(capacity: int) -> int:
+    """The smallest power of two (at least 16) whose square covers ``capacity``: a two-level tree."""
+    branching = 16
+    while branching * branching < capacity:
+        branching *= 2
+    return branching
 
-    def __init__(self, capacity: int, device: torch.device | str = "cpu", branching: int = 32) -> None:
+
+class SumTree:
+    """Batched sum/min tree over ``capacity`` non-negative leaves.
+
+    ``branching=None`` picks :func:`default_branching`. The branching is a layout choice only: a saved
+    state holds the leaves and loads into a tree of any branching.
+    """
+
+    def __init__(
+        self, capacity: int, device: torch.device | str = "cpu", branching: int | None = None
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"sum tree capacity must be >= 1, got {capacity}")
+        if branching is None:
+            branching = default_branching(capacity)
         if branching < 2:
             raise ValueError(f"sum tree branching must be >= 2, got {branching}")
         self.capacity = int(capacity)
@@ -42,8 +62,12 @@ class SumTree:
         self.device = torch.device(device)
         sizes = _level_sizes(self.capacity, self.branching)
         self._sums = [torch.zeros(n, dtype=torch.float64, device=self.device) for n in sizes]
-        # Zero (unsampleable) and padding leaves hold +inf in the min tree so they never count as the min.
-        self._mins = [torch.full((n,), float("inf"), dtype=torch.float64, device=self.device) for n in sizes]
+        # _mins[k] holds the min over the positive leaves below each node of level k + 1; groups
+        # without one (and padding) hold +inf, so they never count as the min.
+        self._mins = [
+            torch.full((n,), float("inf"), dtype=torch.float64, device=self.device) for n in sizes[1:]
+        ]
+        self._zero = torch.zeros((), dtype=torch.float64, device=self.device)
 
     @property
     def num_levels(self) -> int:
@@ -55,6 +79,8 @@ class SumTree:
 
     def min(self) -> torch.Tensor:
         """Smallest positive leaf (0-dim float64 tensor; +inf when every leaf is zero)."""
+        if not self._mins:  # a single group of leaves
+            return self._positive_min(self._sums[0].view(1, -1))[0]
         return self._mins[-1].min()
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
@@ -67,34 +93,38 @@ class SumTree:
 
     def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Set leaves ``indices`` to ``values`` (>= 0); for a repeated index the last value wins."""
-        indices = indices.reshape(-1).to(device=self.device, dtype=torch.long)
-        values = values.reshape(-1).to(device=self.device, dtype=torch.float64)
+        indices = _as(indices, torch.long, self.device)
+        values = _as(values, torch.float64, self.device)
         if indices.numel() != values.numel():
             raise ValueError(f"got {indices.numel()} indices but {values.numel()} values")
         if indices.numel() == 0:
             return
         indices, values = _last_occurrence(indices, values)
-        self._sums[0][indices] = values
-        self._mins[0][indices] = torch.where(values > 0, values, torch.full_like(values, float("inf")))
-        nodes = indices
+        self._sums[0].index_put_((indices,), values)
         b = self.branching
         # Parents repeated in ``nodes`` all receive the same recomputed value, so duplicates are harmless.
+        nodes = indices
         for level in range(1, self.num_levels):
             nodes = nodes // b
-            self._sums[level][nodes] = self._sums[level - 1].view(-1, b)[nodes].sum(1)
-            self._mins[level][nodes] = self._mins[level - 1].view(-1, b)[nodes].amin(1)
+            children = self._sums[level - 1].view(-1, b).index_select(0, nodes)
+            self._sums[level].index_put_((nodes,), children.sum(1))
+            if level == 1:
+                mins = self._positive_min(children)
+            else:
+                mins = self._mins[level - 2].view(-1, b).index_select(0, nodes).amin(1)
+            self._mins[level - 1].index_put_((nodes,), mins)
 
     def rebuild(self) -> None:
         """Recompute every internal level from the leaves (after bulk edits of :meth:`leaves`)."""
         b = self.branching
-        leaves = self._sums[0]
-        self._mins[0].copy_(torch.where(leaves > 0, leaves, torch.full_like(leaves, float("inf"))))
         for level in range(1, self.num_levels):
-            groups = self._sums[level - 1].numel() // b
+            children = self._sums[level - 1].view(-1, b)
+            groups = children.shape[0]
             self._sums[level].zero_()
-            self._sums[level][:groups] = self._sums[level - 1].view(-1, b).sum(1)
-            self._mins[level].fill_(float("inf"))
-            self._mins[level][:groups] = self._mins[level - 1].view(-1, b).amin(1)
+            self._sums[level][:groups] = children.sum(1)
+            below = self._positive_min(children) if level == 1 else self._mins[level - 2].view(-1, b).amin(1)
+            self._mins[level - 1].fill_(float("inf"))
+            self._mins[level - 1][:groups] = below
 
     def find(self, mass: torch.Tensor) -> torch.Tensor:
         """Leaf index ``i`` with ``prefix(i) <= mass < prefix(i) + leaf(i)`` for each query in ``mass``.
@@ -103,18 +133,23 @@ class SumTree:
         child of a node; it is then clamped to that child, so a zero leaf is never returned while the
         tree holds any positive leaf.
         """
-        mass = mass.reshape(-1).to(device=self.device, dtype=torch.float64)
+        mass = _as(mass, torch.float64, self.device).unsqueeze(1)
         b = self.branching
-        group = torch.zeros(mass.shape, dtype=torch.long, device=self.device)
-        for level in range(self.num_levels - 1, -1, -1):
-            children = self._sums[level].view(-1, b)[group]
+        # The top level is one group, searched as a 1-D row by every query at once.
+        top = self._sums[-1]
+        cums = top.cumsum(0)
+        # Just below a group's total: the search then stops at a positive child whatever the rounding.
+        mass = torch.minimum(mass, torch.nextafter(cums[-1:], self._zero))
+        group = torch.searchsorted(cums, mass, right=True)
+        mass = mass - (cums - top)[group]
+        for level in range(self.num_levels - 2, -1, -1):
+            children = self._sums[level].view(-1, b).index_select(0, group.view(-1))
             cums = children.cumsum(1)
-            choice = (cums <= mass.unsqueeze(1)).sum(1)
-            last_positive = (cums < cums[:, -1:]).sum(1)
-            choice = torch.minimum(choice, last_positive)
-            mass = mass - (cums - children).gather(1, choice.unsqueeze(1)).squeeze(1)
+            mass = torch.minimum(mass, torch.nextafter(cums[:, -1:], self._zero))
+            choice = torch.searchsorted(cums, mass, right=True)
+            mass = mass - (cums - children).gather(1, choice)
             group = group * b + choice
-        return group
+        return group.view(-1)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self._sums, *self._mins))
@@ -125,19 +160,28 @@ class SumTree:
         return {"capacity": self.capacity, "branching": self.branching, "leaves": leaves}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if int(state["capacity"]) != self.capacity or int(state["branching"]) != self.branching:
+        if int(state["capacity"]) != self.capacity:
             raise ValueError(
-                f"sum tree state is for capacity={state['capacity']}, branching={state['branching']}; "
-                f"this tree has capacity={self.capacity}, branching={self.branching}"
+                f"sum tree state is for capacity={state['capacity']}; this tree has capacity={self.capacity}"
             )
         leaves = state["leaves"].to(device=self.device, dtype=torch.float64)
-        if leaves.dim() != 1 or leaves.numel() > self._sums[0].numel():
-            raise ValueError(
-                f"sum tree state has {leaves.numel()} leaves, expected at most {self._sums[0].numel()}"
-            )
+        if leaves.dim() != 1 or leaves.numel() > self.capacity:
+            raise ValueError(f"sum tree state has {leaves.numel()} leaves, expected at most {self.capacity}")
         self._sums[0].zero_()
         self._sums[0][: leaves.numel()] = leaves
         self.rebuild()
+
+    @staticmethod
+    def _positive_min(groups: torch.Tensor) -> torch.Tensor:
+        """Min over the positive entries of each row (+inf for a row without one)."""
+        return groups.masked_fill(groups == 0, float("inf")).amin(1)
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``tensor`` flattened, with ``dtype`` on ``device`` (no op when it already is)."""
+    if tensor.dtype != dtype or tensor.device != device:
+        tensor = tensor.to(device=device, dtype=dtype)
+    return tensor.reshape(-1)
 
 
 def _last_occurrence(indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Smoke tests of the ``dqn-speed`` and ``dqn-learning`` benchmarks (``--quick``)."""
+"""Smoke tests of the ``dqn-speed``, ``dqn-learning`` and ``dqn-resume`` benchmarks (``--quick``), and the
+``dqn-learning`` bookkeeping (reuse of finished runs, seed statistics) with its scripts faked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from benchmarks import dqn_learning
+from lodestar.agents.dqn.scores import aggregate_with_ci, human_normalized
+from lodestar.runtime.checkpoint import CheckpointManager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,14 +48,149 @@ def test_dqn_speed_quick_compares_with_sb3_and_the_update_bound():
 
 
 @pytest.mark.slow
-def test_dqn_learning_quick_trains_evaluates_and_scores_against_random(tmp_path):
+def test_dqn_learning_quick_trains_evaluates_scores_and_reuses_finished_runs(tmp_path):
     figures = _bench("dqn-learning", f"runs_dir={tmp_path}")
-    score = figures["boxing_s1_mean_score_3000_steps"]
-    assert score["reference"] == "random_agent_score" and score["reference_value"] == pytest.approx(0.1)
-    assert -100 <= score["value"] <= 100  # Boxing ends at 100 points either way
-    assert figures["boxing_s1_train_wall_time"]["value"] > 0
-    result = json.loads((tmp_path / "boxing-s1-3000.eval.json").read_text())["results"][0]
-    assert result["episodes"] == 3 and result["mean"] == pytest.approx(score["value"], abs=0.01)
+    hns = []
+    for seed in (1, 2):
+        score = figures[f"boxing_s{seed}_mean_score_2000_steps"]
+        assert score["reference"] == "random_agent_score" and score["reference_value"] == pytest.approx(0.1)
+        assert -100 <= score["value"] <= 100  # Boxing ends at 100 points either way
+        assert figures[f"boxing_s{seed}_train_wall_time"]["value"] > 0
+        result = json.loads((tmp_path / f"boxing-s{seed}-2000.eval.json").read_text())["results"][0]
+        assert result["episodes"] == 3 and result["mean"] == pytest.approx(score["value"], abs=0.01)
+        hns.append(result["human_normalized"])
+    assert figures["boxing_score_std_over_seeds"]["value"] >= 0
+    iqm = figures["hns_iqm"]["value"]
+    assert iqm == pytest.approx(np.mean(hns), abs=1e-4)  # 2 scores: nothing trimmed
+    assert figures["hns_iqm_ci95_low"]["value"] <= iqm <= figures["hns_iqm_ci95_high"]["value"]
+    # Started again over the same runs: nothing is trained or evaluated again.
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()}
+    again = _bench("dqn-learning", f"runs_dir={tmp_path}")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()} == before
+    assert {k: v["value"] for k, v in again.items()} == {k: v["value"] for k, v in figures.items()}
+
+
+class _FakeScripts:
+    """Stands in for ``train_dqn.py`` and ``evaluate_dqn.py``: records each command and writes what
+    the script would (a checkpoint at ``total_steps``; an evaluation record scoring ``means``)."""
+
+    def __init__(self, means: dict[str, float]) -> None:
+        self.means = means
+        self.calls: list[tuple[str, str, list[str]]] = []
+
+    def __call__(self, command: list[str], log_path: Path) -> None:
+        script, args = Path(command[1]).name, command[2:]
+        if script == "train_dqn.py":
+            options = dict(a.split("=", 1) for a in args if "=" in a)
+            self.calls.append(("train", options["name"], args))
+            run_dir = Path(options["runs_dir"]) / options["name"]
+            CheckpointManager(run_dir / "checkpoints").save(
+                {"train_seconds": 60.0}, int(options["total_steps"]), {}
+            )
+            return
+        run_dir, out = Path(args[args.index("--checkpoint") + 1]), Path(args[args.index("--out") + 1])
+        self.calls.append(("evaluate", run_dir.name, args))
+        game, seed, _ = run_dir.name.split("-")
+        mean = self.means[run_dir.name]
+        record = {
+            "checkpoint": str(run_dir),
+            "game": game,
+            "seed": int(seed[1:]),
+            "protocol": "config",
+            "episodes": int(args[args.index("--episodes") + 1]),
+            "mean": mean,
+            "median": mean,
+            "std": 0.0,
+            "human_normalized": human_normalized(game, mean),
+        }
+        out.write_text(json.dumps({"results": [record]}))
+
+
+def test_dqn_learning_reuses_finished_work_and_aggregates_over_seeds(tmp_path, monkeypatch):
+    means = {f"boxing-s{s}-100": 10.0 * s for s in (1, 2, 3)} | {
+        f"krull-s{s}-100": 1000.0 * s for s in (1, 2, 3)
+    }
+    fake = _FakeScripts(means)
+    monkeypatch.setattr(dqn_learning, "_run_logged", fake)
+    options = {"games": "Boxing,Krull", "seeds": "1,2,3", "steps": "100", "episodes": "3"}
+    options |= {"runs_dir": str(tmp_path), "reps": "2000"}
+    # Prepared: boxing-s1 done and evaluated; boxing-s2 done but its evaluation predates the last
+    # checkpoint; boxing-s3 stopped half way; krull-s1 done but evaluated with 30 episodes.
+    for name, step in [
+        ("boxing-s1-100", 100),
+        ("boxing-s2-100", 100),
+        ("boxing-s3-100", 50),
+        ("krull-s1-100", 100),
+    ]:
+        fake(
+            ["python", "train_dqn.py", f"name={name}", f"runs_dir={tmp_path}", f"total_steps={step}"],
+            tmp_path,
+        )
+    fake(
+        [
+            "python",
+            "evaluate_dqn.py",
+            "--checkpoint",
+            str(tmp_path / "boxing-s1-100"),
+            "--episodes",
+            "3",
+            "--out",
+            str(tmp_path / "boxing-s1-100.eval.json"),
+        ],
+        tmp_path,
+    )
+    fake(
+        [
+            "python",
+            "evaluate_dqn.py",
+            "--checkpoint",
+            str(tmp_path / "boxing-s2-100"),
+            "--episodes",
+            "3",
+            "--out",
+            str(tmp_path / "boxing-s2-100.eval.json"),
+        ],
+        tmp_path,
+    )
+    fake(
+        [
+            "python",
+            "evaluate_dqn.py",
+            "--checkpoint",
+            str(tmp_path / "krull-s1-100"),
+            "--episodes",
+            "30",
+            "--out",
+            str(tmp_path / "krull-s1-100.eval.json"),
+        ],
+        tmp_path,
+    )
+    os.utime(tmp_path / "boxing-s2-100.eval.json", ns=(0, 0))
+    fake.calls.clear()
+
+    figures = {f.metric: f for f in dqn_learning.run(quick=False, options=options)}
+    trained = sorted((name, "--resume" in args) for kind, name, args in fake.calls if kind == "train")
+    evaluated = sorted(name for kind, name, _ in fake.calls if kind == "evaluate")
+    assert trained == [("boxing-s3-100", True), ("krull-s2-100", False), ("krull-s3-100", False)]
+    assert evaluated == ["boxing-s2-100", "boxing-s3-100", "krull-s1-100", "krull-s2-100", "krull-s3-100"]
+
+    assert figures["boxing_mean_score_over_seeds"].value == pytest.approx(20.0)
+    assert figures["boxing_score_std_over_seeds"].value == pytest.approx(10.0)  # sample std of 10, 20, 30
+    assert figures["krull_score_std_over_seeds"].value == pytest.approx(1000.0)
+    assert figures["krull_s3_train_wall_time"].value == 60.0
+    hns = np.array(
+        [[human_normalized(g, means[f"{g}-s{s}-100"]) for g in ("boxing", "krull")] for s in (1, 2, 3)]
+    )
+    expected = aggregate_with_ci(hns, reps=2000, seed=dqn_learning.BOOTSTRAP_SEED)
+    for name, (value, low, high) in expected.items():
+        assert figures[f"hns_{name}"].value == pytest.approx(value, abs=1e-4)
+        assert figures[f"hns_{name}_ci95_low"].value == pytest.approx(low, abs=1e-4)
+        assert figures[f"hns_{name}_ci95_high"].value == pytest.approx(high, abs=1e-4)
+    assert figures["hns_iqm_ci95_low"].value < figures["hns_iqm_ci95_high"].value
+
+    fake.calls.clear()
+    again = {f.metric: f.value for f in dqn_learning.run(quick=False, options=options)}
+    assert fake.calls == [] and again == {name: f.value for name, f in figures.items()}
 
 
 @pytest.mark.slow

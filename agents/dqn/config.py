@@ -62,6 +62,19 @@ class AgentConfig:
     epsilon_decay_steps: int = 1_000_000
     clip_rewards: bool = True
     augment: Literal["none", "random_shift"] = "none"
+    # Speed levers of the update (measured by ``scripts/benchmark.py dqn-speed``); each one leaves its
+    # arithmetic as it is, up to float rounding (bfloat16: to its precision).
+    # Adam's kernels: "fused" (one pass over all parameters), "foreach" (one op per step for all of
+    # them) or "for_loop" (PyTorch's CPU default, several ops per parameter tensor).
+    adam_impl: Literal["fused", "foreach", "for_loop"] = "fused"
+    # Convolution weights and input frames in channels-last memory layout (oneDNN's and cuDNN's own).
+    channels_last: bool = True
+    # torch.compile the update's forward and backward passes: a few percent per update on CPU for
+    # minutes of compiling, so it pays only in long runs.
+    compile: bool = False
+    # Autocast of the forward passes: bfloat16 pays on CUDA and on CPUs with native bfloat16
+    # (AVX-512 BF16 or AMX); elsewhere it is emulated and slower than float32.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         require(self.lr > 0.0, "agent.lr", "> 0", self.lr)
@@ -116,7 +129,7 @@ class EvalConfig:
     epsilon: float = 0.001
     num_envs: int = 8
     video: bool = True
-    video_max_steps: int = 2_000
+    video_max_steps: int = 500
     # Standard evaluation protocol (ALE/<Game>-v5): sticky actions, no no-op starts, full games.
     repeat_action_probability: float = 0.25
     noop_max: int = 0
@@ -150,6 +163,9 @@ class DQNConfig:
     keep_checkpoints: int = 2
     save_replay: bool = True
     runs_dir: str = "runs"
+    # Make each loop iteration's gradient updates while the emulators step (ale-py's C++ threads):
+    # the updates then sample the replay buffer as it was before that step's transitions.
+    overlap_env_step: bool = True
     env: AtariEnvConfig = field(default_factory=AtariEnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

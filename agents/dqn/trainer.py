@@ -27,7 +27,7 @@ import torch
 
 from lodestar.agents.dqn.agent import DQNAgent
 from lodestar.agents.dqn.config import ARCHITECTURE_KEYS, DQNConfig
-from lodestar.agents.dqn.evaluation import evaluate, record_video
+from lodestar.agents.dqn.evaluation import evaluate, record_video, video_fps
 from lodestar.agents.rollout import RolloutCollector, Transition
 from lodestar.envs.atari import AtariVecEnv
 from lodestar.envs.base import Observation, tensor_observation
@@ -122,13 +122,21 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
     def train_step(self) -> dict[str, float]:
         """Act in every env, store the transitions, learn at the replay ratio, log finished episodes.
 
+        With ``overlap_env_step`` the updates are made while the emulators step (in ale-py's threads;
+        on CUDA the device computes meanwhile as well), so they sample the replay buffer as it was
+        before this step; the transitions, the updates' count and their schedule stay the same.
         Returns the mean metrics of the gradient updates made (none before learning starts).
         """
-        transition = self.collector.step()  # act: one epsilon-greedy step of every env
-        self._store(transition)  # store: into the replay buffer, rewards clipped
-        metrics = self._learn(self.env.num_envs)  # learn: the updates owed for the new steps
-        self._log_episodes()  # log: the training episodes that ended
-        return metrics
+        self.collector.send()  # act: one epsilon-greedy step of every env, handed to the emulators
+        reached = self.collector.global_step + self.env.num_envs  # env steps once this step is in
+        if self.config.overlap_env_step:
+            updates = self._learn(reached)  # learn: the updates owed, while the emulators run
+            self._store(self.collector.receive())  # store: into the replay buffer, rewards clipped
+        else:
+            self._store(self.collector.receive())
+            updates = self._learn(reached)
+        self._log_episodes()  # log: the training episodes that ended, and the updates' metrics
+        return self._read_metrics(updates)
 
     def policy(self, obs: Observation) -> torch.Tensor:
         """Epsilon-greedy actions of the online network; it only draws from ``self.generator``."""
@@ -154,32 +162,44 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
             self.clipped_finished.extend((step, clipped) for clipped in self.clipped_running[done].tolist())
             self.clipped_running.masked_fill_(done, 0.0)
 
-    def _learn(self, num_new_steps: int) -> dict[str, float]:
-        """Do the gradient updates owed for ``num_new_steps`` new agent steps (replay ratio)."""
+    def _learn(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """The gradient updates owed once the run reaches env step ``step`` (the replay ratio of the
+        ``num_envs`` steps of this iteration); their metrics, still on the device."""
         c = self.config
-        if self.collector.global_step < c.replay.learning_starts:
-            return {}
-        self.updates_owed += num_new_steps * c.replay.replay_ratio
-        metrics: list[dict[str, float]] = []
+        if step < c.replay.learning_starts:
+            return []
+        self.updates_owed += self.env.num_envs * c.replay.replay_ratio
+        updates = []
         while self.updates_owed >= 1.0:
             self.updates_owed -= 1.0
-            metrics.append(self._update())
-        if not metrics:
-            return {}
-        return {key: sum(m[key] for m in metrics) / len(metrics) for key in metrics[0]}
+            updates.append(self.update(step))
+        return updates
 
-    def _update(self) -> dict[str, float]:
-        """One gradient step on a replay sample; prioritized replay's beta anneals over the run."""
+    def update(self, step: int) -> dict[str, torch.Tensor]:
+        """One gradient step on a replay sample at env step ``step`` (prioritized replay's beta
+        anneals over the run); its loss and mean Q, on the device."""
         c = self.config
-        fraction = min(self.collector.global_step / c.total_steps, 1.0)
+        fraction = min(step / c.total_steps, 1.0)
         self.replay.beta = c.replay.beta_start + fraction * (c.replay.beta_end - c.replay.beta_start)
         batch = self.replay.sample(c.agent.batch_size, self.generator)
         out = self.agent.update(batch, self.generator)
-        loss = float(out["loss"])
-        self.check_finite("loss", loss)
         if c.replay.prioritized:
             self.replay.update_priorities(batch.indices, out["td_abs"])
-        return {"loss": loss, "q_mean": float(out["q_mean"])}
+        return {"loss": out["loss"], "q_mean": out["q_mean"]}
+
+    def _read_metrics(self, updates: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """The updates' mean metrics as numbers; a non-finite loss stops the run.
+
+        This is the loop iteration's one read from the device, after the emulators' step: on CUDA
+        the updates were queued before it and ran meanwhile, and the next action needs them anyway.
+        """
+        if not updates:
+            return {}
+        keys = list(updates[0])
+        means = torch.stack([torch.stack([u[key] for u in updates]).mean() for key in keys]).tolist()
+        metrics = dict(zip(keys, means, strict=True))
+        self.check_finite("loss", metrics["loss"])
+        return metrics
 
     def _log_episodes(self) -> None:
         episodes, clipped = self.collector.pop_episodes(), self.clipped_finished
@@ -254,7 +274,7 @@ class DQNTrainer(Trainer[DQNConfig, TrainResult]):
             frames = record_video(
                 self.agent, self.config, seed=self.config.seed + step, max_steps=e.video_max_steps
             )
-            logger.video("eval/video", frames, step, fps=30)
+            logger.video("eval/video", frames, step, fps=video_fps(self.config))
         logger.flush()
 
     def make_result(self, loop: Span) -> TrainResult:

@@ -1,11 +1,17 @@
 """Benchmark ``rollout``: random-policy stepping speed of :class:`lodestar.envs.atari.AtariVecEnv`.
 
-References, measured in the same run on the same machine with the same game and emulator work per
-agent step (sticky actions 0.25, 4 emulator frames with max-pool, 84x84 grayscale, stack of 4, no
-no-op starts, unclipped rewards, full games):
+Our row is the path a training loop takes: plain ``env.step(actions)`` with a torch tensor of actions
+(what :class:`lodestar.agents.rollout.RolloutCollector` calls), observations returned as tensors.
 
-- raw ``ale_py.vector_env.AtariVectorEnv`` with numpy random actions (same ``num_envs``): our wrapper
-  must keep at least 95% of its speed;
+References, measured in the same run on the same machine with the same game and emulator work per
+agent step (sticky actions 0.25, 4 emulator frames with a max-pool of the last two, 84x84 grayscale,
+stack of 4, the minimal action set, unclipped rewards, full games, a 108,000-frame cap):
+
+- raw ``ale_py.vector_env.AtariVectorEnv`` (same ``num_envs``, no no-op starts): our wrapper must keep
+  at least 95% of its speed at every env count;
+- EnvPool ``envpool.make("<Game>-v5", env_type="gymnasium")`` (same ``num_envs`` and batch size):
+  at least 95% of its speed at 8 envs. Its settings match ours except that every reset runs exactly
+  one no-op frame (``noop_max=1``, EnvPool's smallest: 0 crashes it), one emulator frame per episode;
 - Stable-Baselines3 ``make_atari_env`` + ``VecFrameStack(4)`` with ``DummyVecEnv`` and
   ``SubprocVecEnv`` at 8 envs: we must be at least 2x the faster one. The base env is
   ``ALE/<Game>-v5`` with ``frameskip=1`` because SB3's ``AtariWrapper`` skips 4 frames itself (v5's
@@ -13,21 +19,24 @@ no-op starts, unclipped rewards, full games):
   starts, no life-loss episodes, no reward clipping); only its FIRE-on-reset in games such as
   Breakout remains, a few frames per episode.
 
-A CPU-time figure (process CPU per agent step, ours vs raw) isolates the wrapper's own cost from
-waiting caused by other processes when the machine is shared.
+Every configuration replays the same kind of pre-drawn uniform random actions (a numpy row, or a torch
+tensor row for ours), so drawing random numbers is timed for none of them. A CPU-time figure (process
+CPU per agent step, ours vs raw) isolates the wrapper's own cost from waiting caused by other
+processes when the machine is shared.
 
 Options (``key=value``): ``game`` (Breakout), ``device`` (auto), ``num_envs`` (``8,16``),
 ``steps`` (batched steps per configuration), ``chunks`` (interleaved timing rounds),
-``sb3`` (1: include the SB3 references), ``sb3_envs`` (8). Throughput is agent steps summed over
-envs per second; configurations are timed in interleaved chunks so load spikes on a shared machine
-hit all of them alike.
+``envpool`` (1: include the EnvPool references), ``envpool_target_envs`` (8), ``sb3`` (1: include
+the SB3 references), ``sb3_envs`` (8). Throughput is agent steps summed over envs per second;
+configurations are timed in interleaved chunks so load spikes on a shared machine hit all of them alike.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +47,8 @@ from lodestar.runtime.device import resolve_device
 
 NAME = "rollout"
 UNIT = "steps/s"
+TARGET = 0.95  # of raw ale-py (every env count) and of EnvPool (at envpool_target_envs)
+MAX_FRAMES = 108_000
 
 
 @dataclass
@@ -76,17 +87,30 @@ class _Config:
         return 1e6 * self.cpu_seconds / (self.batched_steps * self.num_envs)
 
 
+def _stepper(step: Callable[[Any], object], rows: Sequence[Any]) -> Callable[[int], None]:
+    """``step(k)``: ``k`` calls of ``step`` with the next pre-drawn action rows (cycling)."""
+    position = 0
+
+    def run(count: int) -> None:
+        nonlocal position
+        for _ in range(count):
+            step(rows[position])
+            position = (position + 1) % len(rows)
+
+    return run
+
+
+def _action_rows(num_actions: int, num_envs: int, seed: int = 0, count: int = 4096) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, num_actions, (count, num_envs), dtype=np.int64)
+
+
 def _ours(game: str, num_envs: int, device: torch.device) -> _Config:
     env = AtariVecEnv(game, num_envs, device=device, seed=0)
     env.reset()
-    generator = torch.Generator(device=device).manual_seed(0)
-
-    def step(count: int) -> None:
-        for _ in range(count):
-            actions = torch.randint(0, env.num_actions, (num_envs,), device=device, generator=generator)
-            env.step(actions)
-
-    return _Config(f"AtariVecEnv {num_envs} envs", "AtariVecEnv", num_envs, step, env.close, device)
+    rows = list(torch.from_numpy(_action_rows(env.num_actions, num_envs)).to(device).unbind(0))
+    return _Config(
+        f"AtariVecEnv {num_envs} envs", "AtariVecEnv", num_envs, _stepper(env.step, rows), env.close, device
+    )
 
 
 def _raw(game: str, num_envs: int) -> _Config:
@@ -106,18 +130,58 @@ def _raw(game: str, num_envs: int) -> _Config:
         reward_clipping=False,
         use_fire_reset=False,
         episodic_life=False,
-        max_num_frames_per_episode=108_000,
+        max_num_frames_per_episode=MAX_FRAMES,
         autoreset_mode="SameStep",
     )
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    num_actions = int(env.single_action_space.n)
+    rows = list(_action_rows(int(env.single_action_space.n), num_envs))
+    return _Config(
+        f"ale-py AtariVectorEnv {num_envs} envs", "raw", num_envs, _stepper(env.step, rows), env.close
+    )
 
-    def step(count: int) -> None:
-        for _ in range(count):
-            env.step(rng.integers(0, num_actions, num_envs))
 
-    return _Config(f"ale-py AtariVectorEnv {num_envs} envs", "raw", num_envs, step, env.close)
+def envpool_task_id(game: str) -> str:
+    """EnvPool's id of a game (``"Breakout-v5"``); a clear error when EnvPool is missing or lacks it."""
+    try:
+        import envpool
+    except ImportError as exc:
+        raise SystemExit(
+            "rollout: the EnvPool reference needs `pip install envpool` (in the dev extra); "
+            "or run with envpool=0"
+        ) from exc
+    from ale_py.registration import rom_id_to_name
+
+    task_id = f"{rom_id_to_name(resolve_game(game))}-v5"
+    if task_id not in envpool.list_all_envs():
+        raise SystemExit(f"rollout: EnvPool has no task {task_id!r}; run with envpool=0")
+    return task_id
+
+
+def _envpool(game: str, num_envs: int) -> _Config:
+    import envpool
+
+    env = envpool.make(
+        envpool_task_id(game),
+        env_type="gymnasium",
+        num_envs=num_envs,
+        batch_size=num_envs,
+        seed=0,
+        frame_skip=4,
+        repeat_action_probability=0.25,
+        stack_num=4,
+        img_height=84,
+        img_width=84,
+        gray_scale=True,
+        noop_max=1,
+        use_fire_reset=False,
+        episodic_life=False,
+        reward_clip=False,
+        full_action_space=False,
+        max_episode_steps=MAX_FRAMES // 4,
+    )
+    env.reset()
+    rows = list(_action_rows(int(env.action_space.n), num_envs))
+    return _Config(f"EnvPool {num_envs} envs", "EnvPool", num_envs, _stepper(env.step, rows), env.close)
 
 
 def _sb3(game: str, num_envs: int, subprocess: bool) -> _Config:
@@ -144,16 +208,14 @@ def _sb3(game: str, num_envs: int, subprocess: bool) -> _Config:
         n_stack=4,
     )
     venv.reset()
-    rng = np.random.default_rng(0)
-    num_actions = int(venv.action_space.n)
-
-    def step(count: int) -> None:
-        for _ in range(count):
-            venv.step(rng.integers(0, num_actions, num_envs))
-
+    rows = list(_action_rows(int(venv.action_space.n), num_envs))
     kind = "SubprocVecEnv" if subprocess else "DummyVecEnv"
     return _Config(
-        f"SB3 make_atari_env+VecFrameStack {kind} {num_envs} envs", f"SB3 {kind}", num_envs, step, venv.close
+        f"SB3 make_atari_env+VecFrameStack {kind} {num_envs} envs",
+        f"SB3 {kind}",
+        num_envs,
+        _stepper(venv.step, rows),
+        venv.close,
     )
 
 
@@ -174,9 +236,23 @@ def _measure(configs: list[_Config], steps: int, chunks: int, warmup: int, settl
             config.time(per_chunk)
 
 
+def _flag(options: dict[str, str], key: str) -> bool:
+    return options.get(key, "1") not in ("0", "false", "no")
+
+
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     """Measure every configuration, print the table and BENCH lines, return the figures."""
-    known = {"game", "device", "num_envs", "steps", "chunks", "sb3", "sb3_envs"}
+    known = {
+        "game",
+        "device",
+        "num_envs",
+        "steps",
+        "chunks",
+        "envpool",
+        "envpool_target_envs",
+        "sb3",
+        "sb3_envs",
+    }
     unknown = sorted(set(options) - known)
     if unknown:
         raise SystemExit(f"rollout: unknown option(s) {unknown}; known: {sorted(known)}")
@@ -186,17 +262,22 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
         env_counts = [int(n) for n in options.get("num_envs", "8,16").split(",")]
         steps = int(options.get("steps", 200 if quick else 4000))
         chunks = int(options.get("chunks", 10 if quick else 40))
-        with_sb3 = options.get("sb3", "1") not in ("0", "false", "no")
+        envpool_target_envs = int(options.get("envpool_target_envs", "8"))
         sb3_envs = int(options.get("sb3_envs", "8"))
     except ValueError as exc:
         raise SystemExit(f"rollout: bad option: {exc}") from exc
+    with_envpool, with_sb3 = _flag(options, "envpool"), _flag(options, "sb3")
+    if with_envpool:
+        envpool_task_id(game)  # fail before building anything
     warmup = 20 if quick else 100
 
+    # SB3's subprocess workers fork first, before this process has emulator threads.
     sb3 = [_sb3(game, sb3_envs, subprocess=True), _sb3(game, sb3_envs, subprocess=False)] if with_sb3 else []
     ours_counts = sorted({*env_counts, sb3_envs}) if with_sb3 else env_counts
     ours = {n: _ours(game, n, device) for n in ours_counts}
     raw = {n: _raw(game, n) for n in env_counts}
-    configs = [*ours.values(), *raw.values(), *sb3]
+    pool = {n: _envpool(game, n) for n in env_counts} if with_envpool else {}
+    configs = [*ours.values(), *raw.values(), *pool.values(), *sb3]
     try:
         _measure(configs, steps, chunks, warmup)
     finally:
@@ -215,7 +296,10 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
             device=str(device),
         )
 
-    figures = [figure(ours[n], "raw", raw[n], 0.95) for n in env_counts]
+    figures = [figure(ours[n], "raw", raw[n], TARGET) for n in env_counts]
+    figures += [
+        figure(ours[n], "EnvPool", pool[n], TARGET if n == envpool_target_envs else None) for n in pool
+    ]
     # CPU time per step counts the emulator threads and our wrapper but not the waiting caused by
     # other processes, so it shows the wrapper's cost even on a loaded machine. (SB3 subprocess
     # workers are other processes, hence no CPU figure against SB3.)
@@ -227,7 +311,7 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
             "us/step",
             reference=raw[n].label,
             reference_value=round(raw[n].cpu_us_per_step, 2),
-            target=round(1 / 0.95, 3),
+            target=round(1 / TARGET, 3),
             higher_is_better=False,
             device=str(device),
         )
