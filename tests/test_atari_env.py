@@ -354,3 +354,49 @@ def test_restoring_from_the_last_seeded_start_continues_bit_for_bit(reseed_after
     ):
         assert all(torch.equal(x, y) for x, y in zip(a[:4], b[:4], strict=True))
         assert all(torch.equal(a[4][key], b[4][key]) for key in a[4])
+
+
+def _step_fields(result) -> list[torch.Tensor]:
+    obs, reward, terminated, truncated, info = result
+    return [obs, reward, terminated, truncated, *(info[key] for key in sorted(info))]
+
+
+def test_step_async_then_step_wait_equals_step_across_episode_ends() -> None:
+    # 40-frame episodes end every 10 agent steps, so autoreset and episode statistics are covered.
+    plain = AtariVecEnv("Pong", 3, device="cpu", seed=5, max_episode_frames=40)
+    split = AtariVecEnv("Pong", 3, device="cpu", seed=5, max_episode_frames=40)
+    assert torch.equal(plain.reset(), split.reset())
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(25):
+        actions = _random_actions(plain, generator)
+        expected = _step_fields(plain.step(actions))
+        split.step_async(actions)
+        actions.fill_(0)  # the env copied the actions: reusing the caller's buffer changes nothing
+        got = _step_fields(split.step_wait())
+        assert len(got) == len(expected)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    plain.close()
+    split.close()
+
+
+def test_step_async_and_step_wait_refuse_misuse_with_clear_errors() -> None:
+    env = AtariVecEnv("Pong", 2, device="cpu", seed=0, reseed_after=100)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step_async(torch.zeros(2, dtype=torch.int64))
+    env.reset(seed=0)
+    with pytest.raises(RuntimeError, match="without a step in flight"):
+        env.step_wait()
+    with pytest.raises(ValueError, match="out of range"):
+        env.step_async(torch.tensor([0, 99]))
+    env.step_async(torch.zeros(2, dtype=torch.int64))  # the bad action left nothing in flight
+    with pytest.raises(RuntimeError, match="in flight"):
+        env.step_async(torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="in flight"):
+        env.episode_state()
+    env.step_wait()
+    assert env.episode_state()["steps"] == 1
+    env.step_async(torch.zeros(2, dtype=torch.int64))
+    first = env.reset(seed=0)  # a step in flight is dropped by reset
+    again = AtariVecEnv("Pong", 2, device="cpu", seed=0).reset(seed=0)
+    assert torch.equal(first, again)
+    env.close()

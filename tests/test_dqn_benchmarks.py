@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import dqn_learning
+from benchmarks import dqn_learning, dqn_speed
 from lodestar.agents.dqn.scores import aggregate_with_ci, human_normalized
 from lodestar.runtime.checkpoint import CheckpointManager
 
@@ -34,17 +34,43 @@ def _bench(*args: str) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_dqn_speed_quick_compares_with_sb3_and_the_update_bound():
+def test_dqn_speed_quick_compares_with_sb3_at_equal_env_counts():
     figures = _bench("dqn-speed")
-    sb3 = figures["sb3_vs_update_bound"]
     for envs in (1, 8):
         ours = figures[f"ours_{envs}env_steps_per_s"]
-        assert ours["reference"] == "sb3_dqn_cnn" and ours["reference_value"] == sb3["value"] > 0
+        assert ours["reference"] == f"sb3_dqn_cnn_{envs}env" and ours["reference_value"] > 0
         assert ours["target"] == 1.3 and ours["ratio"] == pytest.approx(
-            ours["value"] / sb3["value"], rel=1e-3
+            ours["value"] / ours["reference_value"], rel=1e-2
         )
-        bound = figures[f"ours_{envs}env_vs_update_bound"]
-        assert bound["value"] == ours["value"] and bound["reference_value"] == sb3["reference_value"] > 0
+        assert isinstance(ours["meets_target"], bool)
+        # Each side is held against its own bound, measured the way that side updates.
+        assert figures[f"sb3_{envs}env_vs_bound"]["value"] == ours["reference_value"]
+        assert figures[f"ours_{envs}env_vs_bound"]["value"] == ours["value"]
+        assert figures[f"ours_update_ms_{envs}env"]["reference"] == "sb3_train_ms"
+
+
+@pytest.mark.parametrize(
+    ("num_envs", "schedule"), [(1, (4, 1)), (2, (2, 1)), (4, (1, 1)), (8, (1, 2)), (16, (1, 4))]
+)
+def test_sb3_schedule_matches_one_update_per_four_agent_steps(num_envs, schedule):
+    train_freq, gradient_steps = dqn_speed.sb3_schedule(num_envs)
+    assert (train_freq, gradient_steps) == schedule
+    # SB3 counts train_freq in vector steps of num_envs agent steps.
+    assert gradient_steps / (train_freq * num_envs) == dqn_speed.REPLAY_RATIO
+
+
+def test_sb3_schedule_refuses_a_fractional_ratio():
+    with pytest.raises(ValueError, match="whole"):
+        dqn_speed.sb3_schedule(3)
+
+
+def test_bounds_add_sequential_costs_and_take_the_larger_overlapped_one():
+    m = dqn_speed.Measured(
+        8, 0.0, 0.0, ours_update=0.004, sb3_update=0.004, ours_env=0.016, sb3_env=0.016, overlapped=True
+    )
+    # Per agent step: update 0.004 * 0.25 = 1 ms, env 16 ms / 8 envs = 2 ms.
+    assert m.bound(0.004, 0.016, overlapped=False) == pytest.approx(1 / 0.003)
+    assert m.bound(0.004, 0.016, overlapped=True) == pytest.approx(1 / 0.002)
 
 
 @pytest.mark.slow
