@@ -166,3 +166,21 @@ def test_random_shift_is_a_translated_crop():
     row_step = interior[:, 1:, :] - interior[:, :-1, :]
     assert torch.all(row_step == 84)  # rows stay contiguous rows of the original: a pure translation
     assert not all(torch.equal(shifted[0], shifted[i]) for i in range(1, 8))
+
+
+def test_fully_random_acting_skips_the_network_but_keeps_the_random_stream():
+    agent = _agent()
+    obs = _frames(6, seed=1)
+    # The draws the epsilon-greedy path makes: one uniform per env, then one random action per env.
+    reference = torch.Generator().manual_seed(3)
+    torch.rand(6, generator=reference)
+    expected = torch.randint(0, 3, (6,), generator=reference)
+    after_expected = torch.rand(1, generator=reference)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Q-network ran although every action is random")
+
+    agent.q_network.forward = refuse  # type: ignore[method-assign]
+    generator = torch.Generator().manual_seed(3)
+    assert torch.equal(agent.act(obs, 1.0, generator), expected)
+    assert torch.equal(torch.rand(1, generator=generator), after_expected)

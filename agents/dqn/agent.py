@@ -103,11 +103,16 @@ class DQNAgent:
         self, obs: torch.Tensor, epsilon: float, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Epsilon-greedy actions for a batch of observations (one random draw per env)."""
+        batch = obs.shape[0]
+        if epsilon >= 1.0:
+            # All random (before learning starts): skip the network, with the same draws as below so
+            # the generator's stream, and hence a resumed run, does not depend on this shortcut.
+            torch.rand(batch, device=self.device, generator=generator)
+            return torch.randint(0, self.num_actions, (batch,), device=self.device, generator=generator)
         with self._autocast():
             greedy = self.q_network(obs).argmax(dim=1)
         if epsilon <= 0.0:
             return greedy
-        batch = obs.shape[0]
         explore = torch.rand(batch, device=self.device, generator=generator) < epsilon
         random_actions = torch.randint(0, self.num_actions, (batch,), device=self.device, generator=generator)
         return torch.where(explore, random_actions, greedy)
