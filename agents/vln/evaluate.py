@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from lodestar.agents.rollout import RolloutCollector
+from lodestar.agents.rollout import RolloutCollector, Transition
 from lodestar.agents.vln.follower import Follower, FollowerPolicy
 from lodestar.envs.nav.data.dataset import NavDataset
 from lodestar.envs.nav.data.r2r import Episode
@@ -102,21 +102,36 @@ def run_greedy(model: Follower, env: NavVecEnv, show_progress: bool = False) -> 
 
     ``show_progress``: a progress bar over the split's instructions (standalone evaluations).
     """
+    policy = FollowerPolicy(model, env.num_envs, mode="greedy", features=env.feature_table)
+    return run_policy(model, env, policy, f"evaluate {env.split_name}" if show_progress else None)
+
+
+@torch.no_grad()
+def run_policy(
+    model: Follower,
+    env: NavVecEnv,
+    policy: FollowerPolicy,
+    progress_desc: str | None = None,
+    on_step: Callable[[Transition], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every instruction of the sequential ``env`` once with ``policy`` (``model`` in eval mode).
+
+    Returns the submission records in split order. ``progress_desc`` labels a progress bar over the
+    instructions (none when ``None``); ``on_step`` sees every transition (e.g. to sum the log-probabilities
+    a policy returns in its extras).
+    """
     if not env.sequential:
-        raise ValueError("greedy evaluation needs a sequential env (NavVecEnv(sequential=True))")
+        raise ValueError("evaluation needs a sequential env (NavVecEnv(sequential=True))")
     was_training = model.training
     model.eval()
-    policy = FollowerPolicy(model, env.num_envs, mode="greedy", features=env.feature_table)
     collector = RolloutCollector(env, policy, on_episode_end=policy.on_episode_end)
     collector.reset(seed=0)
-    bar = (
-        progress(total=env.num_episodes, desc=f"evaluate {env.split_name}", unit="ep")
-        if show_progress
-        else None
-    )
+    bar = progress(total=env.num_episodes, desc=progress_desc, unit="ep") if progress_desc else None
     try:
         while not env.all_done:
             transition = collector.step()
+            if on_step is not None:
+                on_step(transition)
             if bar is not None:  # counting reads the device: only when a bar is shown
                 bar.update(int(transition.done.sum()))
     finally:
