@@ -111,8 +111,11 @@ class TensorStorage:
                 self._data[name] = torch.zeros(
                     (self.capacity, *value.shape[1:]), dtype=value.dtype, device=self.device
                 )
-        indices = (torch.arange(n, device=self.device) + self.cursor) % self.capacity
         contiguous = self.cursor + n <= self.capacity
+        if contiguous:
+            indices = torch.arange(self.cursor, self.cursor + n, device=self.device)
+        else:
+            indices = (torch.arange(n, device=self.device) + self.cursor) % self.capacity
         for name, value in batch.items():
             target = self._data[name]
             if value.shape[1:] != target.shape[1:]:

@@ -1,17 +1,20 @@
 """A sum tree (with a companion min tree) built from torch ops, for proportional prioritized replay.
 
-The tree is ``branching``-ary rather than binary: every level is a tensor whose consecutive groups of
-``branching`` nodes are the children of one node of the level above. A batch of prefix-sum queries
-descends all levels at once (a gather, a cumsum and a searchsorted per level), and a batch of leaf
-updates recomputes each level's touched parents with one gather + reduce. A replay batch is a few dozen
-items, so the cost is the number of tensor ops, not their size: the default branching is the smallest
-power of two whose square covers the capacity, which makes two levels (a 1M-leaf tree: 977 groups of
-1,024 leaves under one root group) and about ten ops per level. Everything stays on the tree's device.
+Leaves sit in consecutive groups of ``branching``; each level above holds one node per group of the
+level below, and levels are added only until one has at most ``TOP_GROUPS`` groups of nodes. A batch
+of prefix-sum queries scans that top level with one cumsum + searchsorted, then descends the levels
+below with a gather, a cumsum and a searchsorted each; a batch of leaf updates recomputes each
+level's touched parents with one gather + reduce. A replay batch is a few dozen items, so the cost
+is the number of tensor ops, not their size: the default branching is the smallest power of two
+that leaves two levels (a 1M-leaf tree: 7,813 groups of 128 leaves under a top level of 7,813 nodes),
+so a query batch scans the top once and reads one group of 128 leaves per query, in about a dozen
+ops. Everything stays on the tree's device.
 
 Leaves hold non-negative priorities; a zero leaf is never sampled. Sums are kept in float64 and
 recomputed exactly from the children on every update, so no rounding drift accumulates. The min tree
 starts above the leaves (a leaf group's min is taken over its positive leaves), so it costs no
-leaf-sized tensor.
+float64 leaf-sized tensor; duplicate indices in an update are resolved through one int32 scratch
+tensor of ``capacity`` entries (4 bytes per leaf).
 """
 
 from __future__ import annotations
@@ -23,20 +26,23 @@ import torch
 
 from lodestar.replay.storage import filled_part, zero_tail_start
 
+# The top level is scanned whole by every query batch: up to this many groups of nodes.
+TOP_GROUPS = 64
+
 
 def _level_sizes(capacity: int, branching: int) -> list[int]:
-    """Padded length of each level, leaves first, until one group of ``branching`` nodes is left."""
+    """Padded length of each level, leaves first, up to one of at most ``TOP_GROUPS`` groups."""
     sizes = [-(-capacity // branching) * branching]
-    while sizes[-1] > branching:
+    while sizes[-1] > TOP_GROUPS * branching:
         groups = sizes[-1] // branching
         sizes.append(-(-groups // branching) * branching)
     return sizes
 
 
 def default_branching(capacity: int) -> int:
-    """The smallest power of two (at least 16) whose square covers ``capacity``: a two-level tree."""
+    """The smallest power of two (at least 16) that gives a two-level tree: leaves and a top level."""
     branching = 16
-    while branching * branching < capacity:
+    while TOP_GROUPS * branching * branching < capacity:
         branching *= 2
     return branching
 
@@ -67,6 +73,12 @@ class SumTree:
         self._mins = [
             torch.full((n,), float("inf"), dtype=torch.float64, device=self.device) for n in sizes[1:]
         ]
+        # Each level below the top seen as [groups, branching] rows, built once: views cost an op each.
+        self._sum_groups = [level.view(-1, self.branching) for level in self._sums[:-1]]
+        self._min_groups = [level.view(-1, self.branching) for level in self._mins[:-1]]
+        # Scratch for updates with repeated indices: the position of each index's last occurrence.
+        self._last = torch.zeros(self.capacity, dtype=torch.int32, device=self.device)
+        self._positions = torch.arange(0, dtype=torch.int32, device=self.device)
         self._zero = torch.zeros((), dtype=torch.float64, device=self.device)
 
     @property
@@ -79,50 +91,54 @@ class SumTree:
 
     def min(self) -> torch.Tensor:
         """Smallest positive leaf (0-dim float64 tensor; +inf when every leaf is zero)."""
-        if not self._mins:  # a single group of leaves
+        if not self._mins:  # the leaves are the top level
             return self._positive_min(self._sums[0].view(1, -1))[0]
-        return self._mins[-1].min()
+        return self._mins[-1].amin()
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
         """Leaf values at ``indices``."""
-        return self._sums[0][indices]
+        return self._sums[0].index_select(0, _as(indices, torch.long, self.device))
 
     def leaves(self) -> torch.Tensor:
         """All ``capacity`` leaves (a view)."""
         return self._sums[0][: self.capacity]
 
-    def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
-        """Set leaves ``indices`` to ``values`` (>= 0); for a repeated index the last value wins."""
+    def update(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Set leaves ``indices`` to ``values`` (>= 0); for a repeated index the last value wins.
+
+        Returns the value each entry's leaf now holds (``values`` with every repeat of an index
+        replaced by that index's last value).
+        """
         indices = _as(indices, torch.long, self.device)
         values = _as(values, torch.float64, self.device)
         if indices.numel() != values.numel():
             raise ValueError(f"got {indices.numel()} indices but {values.numel()} values")
         if indices.numel() == 0:
-            return
-        indices, values = _last_occurrence(indices, values)
-        self._sums[0].index_put_((indices,), values)
-        b = self.branching
-        # Parents repeated in ``nodes`` all receive the same recomputed value, so duplicates are harmless.
+            return values
+        values = self._last_values(indices, values)
+        # Every repeat of an index now carries the same value (and so do repeated parents below), so
+        # the unordered indexed writes are deterministic.
+        self._sums[0].index_copy_(0, indices, values)
         nodes = indices
         for level in range(1, self.num_levels):
-            nodes = nodes // b
-            children = self._sums[level - 1].view(-1, b).index_select(0, nodes)
-            self._sums[level].index_put_((nodes,), children.sum(1))
+            nodes = nodes.div(self.branching, rounding_mode="floor")
+            children = self._sum_groups[level - 1].index_select(0, nodes)
+            self._sums[level].index_copy_(0, nodes, children.sum(1))
             if level == 1:
                 mins = self._positive_min(children)
             else:
-                mins = self._mins[level - 2].view(-1, b).index_select(0, nodes).amin(1)
-            self._mins[level - 1].index_put_((nodes,), mins)
+                mins = self._min_groups[level - 2].index_select(0, nodes).amin(1)
+            self._mins[level - 1].index_copy_(0, nodes, mins)
+        return values
 
     def rebuild(self) -> None:
         """Recompute every internal level from the leaves (after bulk edits of :meth:`leaves`)."""
-        b = self.branching
         for level in range(1, self.num_levels):
-            children = self._sums[level - 1].view(-1, b)
+            children = self._sum_groups[level - 1]
             groups = children.shape[0]
             self._sums[level].zero_()
             self._sums[level][:groups] = children.sum(1)
-            below = self._positive_min(children) if level == 1 else self._mins[level - 2].view(-1, b).amin(1)
+            below = self._positive_min(children) if level == 1 else self._min_groups[level - 2].amin(1)
             self._mins[level - 1].fill_(float("inf"))
             self._mins[level - 1][:groups] = below
 
@@ -133,26 +149,29 @@ class SumTree:
         child of a node; it is then clamped to that child, so a zero leaf is never returned while the
         tree holds any positive leaf.
         """
-        mass = _as(mass, torch.float64, self.device).unsqueeze(1)
-        b = self.branching
-        # The top level is one group, searched as a 1-D row by every query at once.
+        mass = _as(mass, torch.float64, self.device)
+        # The top level is searched as one row by every query at once.
         top = self._sums[-1]
         cums = top.cumsum(0)
-        # Just below a group's total: the search then stops at a positive child whatever the rounding.
+        # Just below a row's total: the search then stops at a positive child whatever the rounding.
         mass = torch.minimum(mass, torch.nextafter(cums[-1:], self._zero))
-        group = torch.searchsorted(cums, mass, right=True)
-        mass = mass - (cums - top)[group]
+        node = torch.searchsorted(cums, mass, right=True)
+        if self.num_levels == 1:
+            return node
+        mass = (mass - (cums.index_select(0, node) - top.index_select(0, node))).unsqueeze(1)
         for level in range(self.num_levels - 2, -1, -1):
-            children = self._sums[level].view(-1, b).index_select(0, group.view(-1))
+            children = self._sum_groups[level].index_select(0, node)
             cums = children.cumsum(1)
             mass = torch.minimum(mass, torch.nextafter(cums[:, -1:], self._zero))
             choice = torch.searchsorted(cums, mass, right=True)
-            mass = mass - (cums - children).gather(1, choice)
-            group = group * b + choice
-        return group.view(-1)
+            if level:  # the leaf level needs no remainder
+                mass = mass - (cums - children).gather(1, choice)
+            node = torch.add(choice.view(-1), node, alpha=self.branching)
+        return node
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self._sums, *self._mins))
+        tensors = (*self._sums, *self._mins, self._last)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def state_dict(self) -> dict[str, Any]:
         """Capacity, branching and the leaves up to the last non-zero one (the levels above are rebuilt)."""
@@ -171,6 +190,15 @@ class SumTree:
         self._sums[0][: leaves.numel()] = leaves
         self.rebuild()
 
+    def _last_values(self, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``values`` with each entry replaced by the value of its index's last occurrence."""
+        n = indices.numel()
+        if self._positions.numel() < n:
+            self._positions = torch.arange(n, dtype=torch.int32, device=self.device)
+        # A max-reduction is order-free, so scattering positions finds each last occurrence exactly.
+        self._last.scatter_reduce_(0, indices, self._positions[:n], "amax", include_self=False)
+        return values.index_select(0, self._last.index_select(0, indices))
+
     @staticmethod
     def _positive_min(groups: torch.Tensor) -> torch.Tensor:
         """Min over the positive entries of each row (+inf for a row without one)."""
@@ -182,12 +210,3 @@ def _as(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch
     if tensor.dtype != dtype or tensor.device != device:
         tensor = tensor.to(device=device, dtype=dtype)
     return tensor.reshape(-1)
-
-
-def _last_occurrence(indices: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop all but the last occurrence of each repeated index (indexed writes keep no defined order)."""
-    order = torch.sort(indices, stable=True)
-    sorted_idx = order.values
-    keep = torch.ones_like(sorted_idx, dtype=torch.bool)
-    keep[:-1] = sorted_idx[1:] != sorted_idx[:-1]
-    return sorted_idx[keep], values[order.indices[keep]]

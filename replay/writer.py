@@ -76,9 +76,10 @@ class StreamWriter:
         indices = self.cursor_row * self.num_envs + self._envs
         new_episode = self._episode_over | (obs != self._last_next_obs).flatten(1).any(1)
         if self.steps_written > 0:
-            previous = ((self.steps_written - 1) % self.rows) * self.num_envs + self._envs
-            self.fields["stop"][previous] |= new_episode
-        if self.steps_written >= self.rows:
+            # The previous row is a contiguous slice: an in-place or on a view, no gather + scatter.
+            previous = (self.steps_written - 1) % self.rows * self.num_envs
+            self.fields["stop"][previous : previous + self.num_envs] |= new_episode
+        if self.steps_written >= self.rows and self.n_step > 1:  # n = 1 renews the row after the write
             self.sampler.disable(indices)
         record = {
             "action": action,
@@ -92,16 +93,23 @@ class StreamWriter:
         if self.frames is not None:
             self.frames.write(indices, obs, next_obs, new_episode)
         self.steps_written += 1
-        self._enable_ready()
+        self._enable_ready(indices)
         if self.frames is not None:
             self._disable_stale()
         self._last_next_obs.copy_(next_obs)
         self._episode_over = episode_end.clone()
         return indices
 
-    def _enable_ready(self) -> None:
-        """Enable the newest transitions whose n-step window is now complete or ends in a stop."""
+    def _enable_ready(self, row: torch.Tensor) -> None:
+        """Enable the newest transitions whose n-step window is now complete or ends in a stop.
+
+        ``row`` holds the indices just written. With n = 1 they are complete at once: their slots are
+        renewed (the overwritten items' state dropped, the new ones enabled) in one sampler call.
+        """
         n, written = self.n_step, self.steps_written
+        if n == 1:
+            self.sampler.renew(row)
+            return
         steps = torch.arange(max(written - n, 0), written, device=self.device)
         window = (steps % self.rows).unsqueeze(1) * self.num_envs + self._envs
         ready = ready_in_window(self.fields["stop"][window], oldest_complete=written >= n)

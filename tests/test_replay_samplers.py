@@ -81,6 +81,31 @@ def test_disabled_items_are_never_sampled_nor_revived_by_updates() -> None:
     assert counts[1] == 0 and counts[4] == 0 and bool((counts[[0, 2, 3, 5]] > 0).all())
 
 
+@pytest.mark.parametrize("kind", ["uniform", "prioritized"])
+def test_renew_equals_disable_then_enable(kind: str) -> None:
+    def make() -> UniformSampler | PrioritizedSampler:
+        sampler = UniformSampler(12) if kind == "uniform" else PrioritizedSampler(12, alpha=1.0)
+        sampler.enable(torch.arange(8))
+        sampler.disable(torch.tensor([2]))
+        sampler.update_priorities(torch.tensor([0, 1, 3]), torch.tensor([5.0, 0.5, 2.0]))
+        return sampler
+
+    # Overwritten slots: sampleable (0, 1), disabled (2) and never used (9, 10).
+    slots = torch.tensor([0, 1, 2, 9, 10])
+    renewed, reference = make(), make()
+    renewed.renew(slots)
+    reference.disable(slots)
+    reference.enable(slots)
+    a, b = renewed.state_dict(), reference.state_dict()
+    assert a["count"] == b["count"] == 10 and a["high"] == b["high"] == 11
+    assert torch.equal(a["mask"], b["mask"])
+    if isinstance(renewed, PrioritizedSampler) and isinstance(reference, PrioritizedSampler):
+        assert torch.equal(renewed.tree.leaves(), reference.tree.leaves())
+        assert renewed.tree.get(slots).tolist() == pytest.approx([5.0] * 5)  # the max priority seen
+        assert renewed.tree.total().item() == reference.tree.total().item()
+        assert renewed.tree.min().item() == reference.tree.min().item()
+
+
 @pytest.mark.parametrize("enabled", [list(range(10)), [0, 2, 3, 5, 6, 7, 8, 9], [1, 9], [4]])
 def test_uniform_sampler_is_uniform_over_the_sampleable_items(enabled: list[int]) -> None:
     sampler = UniformSampler(40)

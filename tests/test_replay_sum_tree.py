@@ -13,10 +13,11 @@ def reference_find(leaves: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(torch.cumsum(leaves, 0), mass, right=True)
 
 
-@pytest.mark.parametrize("branching", [2, 3, 32])
-@pytest.mark.parametrize("capacity", [1, 7, 100, 1000])
-def test_totals_min_and_find_match_a_reference(capacity: int, branching: int) -> None:
-    g = torch.Generator().manual_seed(capacity * 31 + branching)
+# None: the default layout (leaves under one top level; at 5000 leaves, 313 groups of 16).
+@pytest.mark.parametrize("branching", [2, 3, 32, None])
+@pytest.mark.parametrize("capacity", [1, 7, 100, 1000, 5000])
+def test_totals_min_and_find_match_a_reference(capacity: int, branching: int | None) -> None:
+    g = torch.Generator().manual_seed(capacity * 31 + (branching or 0))
     tree = SumTree(capacity, branching=branching)
     leaves = torch.zeros(capacity, dtype=torch.float64)
     for _ in range(20):
@@ -40,9 +41,20 @@ def test_totals_min_and_find_match_a_reference(capacity: int, branching: int) ->
 
 def test_duplicate_indices_take_the_last_value() -> None:
     tree = SumTree(10, branching=4)
-    tree.update(torch.tensor([3, 5, 3, 3, 5]), torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5]))
+    stored = tree.update(torch.tensor([3, 5, 3, 3, 5]), torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5]))
     assert tree.get(torch.tensor([3, 5])).tolist() == [4.0, 0.5]
     assert tree.total().item() == 4.5
+    assert stored.tolist() == [4.0, 0.5, 4.0, 4.0, 0.5]  # what each entry's leaf now holds
+    # Again, with the repeats in another order and positions left over from the first update.
+    stored = tree.update(torch.tensor([5, 5, 3]), torch.tensor([7.0, 1.5, 2.0]))
+    assert stored.tolist() == [1.5, 1.5, 2.0] and tree.total().item() == 3.5
+
+
+def test_default_layout_is_two_levels_at_replay_sizes() -> None:
+    # Leaves in groups of 128 under one top level that every query batch scans whole.
+    tree = SumTree(1_000_000)
+    assert (tree.branching, tree.num_levels) == (128, 2)
+    assert SumTree(100).num_levels == 1  # small trees are a single scanned row
 
 
 def test_zero_leaves_are_never_found_even_at_the_boundaries() -> None:

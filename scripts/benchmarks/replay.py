@@ -1,15 +1,31 @@
-"""Replay benchmark: memory per stored Atari transition and sample/update latency at 1M capacity.
+"""Replay benchmark: memory per stored Atari transition, and add / sample / update latency at 1M.
 
 1. Fill a frame-deduplicated buffer (8 streams of synthetic 84x84 uint8 frames with episode ends),
    count the bytes of every tensor it holds and extrapolate to 1M transitions. Reference: storing
-   ``obs`` and ``next_obs`` stacks per transition (``2 * 4 * 84 * 84`` bytes + the small fields).
-2. Latency of ``sample(32)`` (uniform) and ``sample(32) + update_priorities(32)`` (prioritized) at 1M
-   capacity, with small observations so that memory stays moderate. References, run in the same
-   process: a NumPy ring buffer sampled with ``randint`` (SB3-style) and the textbook PER, array-based
-   binary sum/min trees in NumPy with a Python loop per item for descents and updates.
+   ``obs`` and ``next_obs`` stacks per transition (``2 * 4 * 84 * 84`` bytes + the small fields);
+   target at most 7.2 GB.
+2. Latency at 1M capacity on full buffers that hold the same transitions (64 lock-step streams,
+   4-float observations so that memory stays moderate, written in the same order), median ms per
+   call, every contender timed in alternating blocks in this process:
+
+   - ``sample(32)`` (uniform) and ``add`` of one row of 64 transitions: ours against SB3's
+     ``ReplayBuffer`` (NumPy ring buffer, ``n_envs=64``, batches returned as torch tensors, ``add``
+     fed NumPy arrays as SB3's vector envs give them) and TorchRL's
+     ``ReplayBuffer(storage=LazyTensorStorage(N))`` (``sample`` / ``extend``; the faster of its two
+     data formats, a TensorDict or a plain dict of tensors, is the reference);
+   - PER ``sample(32)`` + ``update_priorities(32)`` (alpha 0.5, beta 0.4, eps 1e-6, the same initial
+     priorities and the same updates): ours against TorchRL's prioritized replay, the faster of
+     ``PrioritizedReplayBuffer`` (TensorDict) and ``ReplayBuffer`` + ``PrioritizedSampler`` (dict of
+     tensors), whose sum/min trees are C++ (TorchRL's own extension; see ``replay_references`` for
+     how it is built when the wheel's binary does not match the installed torch).
+
+   Target for every latency figure: ours no slower than the reference (ratio <= 1).
+   A table of every contender's time (each TorchRL route included) precedes the figures.
 
 Options: ``device=auto|cpu|cuda``, ``capacity=`` (latency buffers), ``memory_capacity=``,
-``iterations=``, ``threads=`` (torch intra-op threads, default 1).
+``iterations=``, ``threads=`` (torch intra-op threads for the whole process, default 1),
+``torchrl=1|0`` (0 skips the TorchRL rows; the PER figure then has no reference). TorchRL is in the
+``dev`` extra; without it the benchmark stops and says ``pip install torchrl``.
 """
 
 from __future__ import annotations
@@ -18,9 +34,10 @@ import statistics
 import sys
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
+from benchmarks import replay_references as refs
+from benchmarks.replay_references import Transitions
 from lodestar.replay import ReplayBuffer
 from lodestar.runtime.bench import Figure, report, timed_seconds
 from lodestar.runtime.device import resolve_device
@@ -32,6 +49,9 @@ BATCH = 32
 NAIVE_FIELD_BYTES = 8 + 4 + 1 + 1
 OBS_DIM = 4  # latency buffers hold small observations so that 1M transitions stay light
 STREAMS = 64  # latency buffers are filled by this many lock-step streams (fewer adds to fill)
+ALPHA, BETA, EPS = 0.5, 0.4, 1e-6  # PER settings, the same for ours and TorchRL
+TARGET = 1.0  # latency figures: ours / reference at most this
+SB3 = "SB3 ReplayBuffer"
 
 
 def fill_frame_buffer(capacity: int, num_envs: int, device: torch.device, **kwargs: object) -> ReplayBuffer:
@@ -95,200 +115,184 @@ def memory_figures(capacity: int, device: torch.device) -> list[Figure]:
     return figures
 
 
-class TextbookPER:
-    """Proportional PER as usually written: binary sum/min trees in NumPy arrays, one loop per item."""
+def race(
+    contenders: dict[str, Callable[[], object]], iterations: int, device: torch.device, rounds: int = 10
+) -> dict[str, float]:
+    """Median milliseconds per call of each contender.
 
-    def __init__(self, capacity: int, obs_dim: int, alpha: float, beta: float, eps: float, seed: int) -> None:
-        self.size = 1
-        while self.size < capacity:
-            self.size *= 2
-        self.capacity, self.alpha, self.beta, self.eps = capacity, alpha, beta, eps
-        self.sums = np.zeros(2 * self.size)
-        self.mins = np.full(2 * self.size, np.inf)
-        self.rng = np.random.default_rng(seed)
-        self.obs = self.rng.standard_normal((capacity, obs_dim)).astype(np.float32)
-        self.next_obs = self.rng.standard_normal((capacity, obs_dim)).astype(np.float32)
-        self.action = self.rng.integers(0, 6, capacity)
-        self.reward = self.rng.standard_normal(capacity).astype(np.float32)
-        self.done = np.zeros(capacity, dtype=bool)
-
-    def fill(self, priorities: np.ndarray) -> None:
-        """Set-up only (not timed): leaves then every level at once."""
-        leaves = (priorities + self.eps) ** self.alpha
-        self.sums[self.size : self.size + self.capacity] = leaves
-        self.mins[self.size : self.size + self.capacity] = leaves
-        for start in (self.size >> k for k in range(1, self.size.bit_length())):
-            self.sums[start : 2 * start] = (
-                self.sums[2 * start : 4 * start : 2] + self.sums[2 * start + 1 : 4 * start : 2]
-            )
-            self.mins[start : 2 * start] = np.minimum(
-                self.mins[2 * start : 4 * start : 2], self.mins[2 * start + 1 : 4 * start : 2]
-            )
-
-    def _set(self, index: int, value: float) -> None:
-        node = index + self.size
-        self.sums[node] = self.mins[node] = value
-        node //= 2
-        while node >= 1:
-            self.sums[node] = self.sums[2 * node] + self.sums[2 * node + 1]
-            self.mins[node] = min(self.mins[2 * node], self.mins[2 * node + 1])
-            node //= 2
-
-    def _find(self, mass: float) -> int:
-        node = 1
-        while node < self.size:
-            left = 2 * node
-            if self.sums[left] > mass:
-                node = left
-            else:
-                mass -= self.sums[left]
-                node = left + 1
-        return node - self.size
-
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        total = self.sums[1]
-        segment = total / batch_size
-        indices = np.array(
-            [self._find(self.rng.uniform(i * segment, (i + 1) * segment)) for i in range(batch_size)]
-        )
-        probs = self.sums[indices + self.size] / total
-        max_weight = (self.capacity * self.mins[1] / total) ** -self.beta
-        weights = (self.capacity * probs) ** -self.beta / max_weight
-        return {
-            "obs": self.obs[indices],
-            "action": self.action[indices],
-            "reward": self.reward[indices],
-            "done": self.done[indices],
-            "next_obs": self.next_obs[indices],
-            "weights": weights,
-            "indices": indices,
-        }
-
-    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        for index, priority in zip(indices, priorities, strict=True):
-            self._set(int(index), (float(priority) + self.eps) ** self.alpha)
+    Calls are timed in ``rounds`` alternating blocks, so that load changes on a shared machine hit every
+    contender alike; each is warmed up first.
+    """
+    for fn in contenders.values():
+        for _ in range(min(20, iterations)):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    block = max(1, iterations // rounds)
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            times[name].extend(timed_seconds(fn, device) for _ in range(block))
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
-def median_ms(fn: Callable[[], None], iterations: int, device: torch.device) -> float:
-    """Median wall time of one call, in milliseconds (robust to a noisy shared machine)."""
-    for _ in range(min(20, iterations)):
-        fn()
-    times = []
-    for _ in range(iterations):
-        times.append(timed_seconds(fn, device))
-    return statistics.median(times) * 1e3
-
-
-def fill_small_buffer(capacity: int, device: torch.device, prioritized: bool, obs_dim: int) -> ReplayBuffer:
-    """A plain buffer of ``capacity`` transitions with ``obs_dim``-float observations from 64 streams."""
-    num_envs = STREAMS
+def ours_buffer(transitions: Transitions, device: torch.device, prioritized: bool) -> ReplayBuffer:
+    """Our buffer holding ``transitions``, written one lock-step row per :meth:`ReplayBuffer.add`."""
+    streams = transitions.streams
     buffer = ReplayBuffer(
-        capacity, num_envs, (obs_dim,), torch.float32, prioritized=prioritized, device=device
+        len(transitions),
+        streams,
+        tuple(transitions.obs.shape[1:]),
+        torch.float32,
+        prioritized=prioritized,
+        alpha=ALPHA,
+        beta=BETA,
+        priority_eps=EPS,
+        device=device,
     )
-    g = torch.Generator(device=device).manual_seed(0)
-    obs = torch.randn(num_envs, obs_dim, device=device, generator=g)
-    done = torch.zeros(num_envs, dtype=torch.bool, device=device)
-    for step in range(capacity // num_envs):
-        next_obs = torch.randn(num_envs, obs_dim, device=device, generator=g)
-        action = torch.full((num_envs,), step % 6, device=device)
-        buffer.add(obs, action, torch.randn(num_envs, device=device, generator=g), done, done, next_obs)
-        obs = next_obs
-    if prioritized:  # spread priorities like a trained agent's |TD| errors, not all at the initial max
-        for start in range(0, capacity, 1 << 16):
-            index = torch.arange(start, min(start + (1 << 16), capacity), device=device)
-            buffer.update_priorities(index, torch.rand(index.shape, device=device, generator=g) * 2)
+    for start in range(0, len(transitions), streams):
+        buffer.add(*_ours_row(transitions.fields(slice(start, start + streams)), device))
     return buffer
 
 
-def time_ours(capacity: int, prioritized: bool, iterations: int, device: torch.device) -> float:
-    """Median ms of ``sample(32)`` (+ ``update_priorities(32)`` when prioritized) on a full buffer."""
-    buffer = fill_small_buffer(capacity, device, prioritized=prioritized, obs_dim=OBS_DIM)
+def _ours_row(fields: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``ReplayBuffer.add``'s positional arguments for one row of named fields, on ``device``."""
+    f = {name: value.to(device) for name, value in fields.items()}
+    truncated = torch.zeros_like(f["terminated"])
+    return f["obs"], f["action"], f["reward"], f["terminated"], truncated, f["next_obs"]
+
+
+def _best(times: dict[str, float], prefix: str) -> tuple[str, float]:
+    """The fastest contender whose name starts with ``prefix``: ``(its route, its ms)``."""
+    name = min((n for n in times if n.startswith(prefix)), key=times.__getitem__)
+    return name.removeprefix(prefix).strip(" ,:"), times[name]
+
+
+def time_uniform(
+    transitions: Transitions, iterations: int, device: torch.device, trl: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of uniform ``sample(BATCH)`` and of ``add`` of one row, for ours and each reference.
+
+    ``trl`` is TorchRL's label ("" leaves TorchRL out). Every buffer is full when timed.
+    """
     g = torch.Generator(device=device).manual_seed(1)
-    priorities = torch.rand(64, BATCH, device=device, generator=g)
-    calls = iter(range(10**9))
-
-    def step() -> None:
-        batch = buffer.sample(BATCH, g)
-        if prioritized:
-            buffer.update_priorities(batch.indices, priorities[next(calls) % 64])
-
-    return median_ms(step, iterations, device)
-
-
-def time_references(capacity: int, iterations: int) -> tuple[float, float]:
-    """Median ms of the NumPy uniform gather and of the textbook PER sample + update."""
-    reference = TextbookPER(capacity, OBS_DIM, 0.5, 0.4, 1e-6, seed=0)
-    rng = np.random.default_rng(1)
-    cpu = torch.device("cpu")
-
-    def uniform() -> None:
-        i = rng.integers(0, reference.capacity, BATCH)
-        _ = (
-            reference.obs[i],
-            reference.action[i],
-            reference.reward[i],
-            reference.done[i],
-            reference.next_obs[i],
-        )
-
-    reference.fill(rng.random(reference.capacity) * 2)
-    priorities = rng.random((64, BATCH))
-    calls = iter(range(10**9))
-
-    def prioritized() -> None:
-        batch = reference.sample(BATCH)
-        reference.update(batch["indices"], priorities[next(calls) % 64])
-
-    return median_ms(uniform, iterations, cpu), median_ms(prioritized, iterations, cpu)
+    ours = ours_buffer(transitions, device, prioritized=False)
+    ours_rows = [_ours_row(row, device) for row in refs.add_rows(transitions)]
+    samples: dict[str, Callable[[], object]] = {"ours": lambda: ours.sample(BATCH, g)}
+    adds: dict[str, Callable[[], object]] = {"ours": refs.cycle(ours_rows, lambda row: ours.add(*row))}
+    samples[SB3], adds[SB3] = refs.sb3_uniform(transitions, BATCH)
+    if trl:
+        for data_format in refs.TORCHRL_FORMATS:
+            name = f"{trl} ReplayBuffer(LazyTensorStorage), {data_format}"
+            samples[name], adds[name] = refs.torchrl_uniform(transitions, data_format, BATCH, device)
+    return race(samples, iterations, device), race(adds, iterations, device)
 
 
-def latency_figures(capacity: int, iterations: int, device: torch.device) -> list[Figure]:
+def time_prioritized(
+    transitions: Transitions, iterations: int, device: torch.device, trl: str
+) -> dict[str, float]:
+    """Median ms of PER ``sample(BATCH)`` + ``update_priorities(BATCH)``, ours and each TorchRL route.
+
+    Every buffer starts from the same priorities and receives the same updates.
+    """
+    pg = torch.Generator().manual_seed(2)
+    initial = torch.rand(len(transitions), generator=pg) * 2  # spread like a trained agent's |TD| errors
+    updates = torch.rand(64, BATCH, generator=pg)
+    ours = ours_buffer(transitions, device, prioritized=True)
+    for start in range(0, len(transitions), 1 << 16):  # chunks keep the set-up's temporaries small
+        index = torch.arange(start, min(start + (1 << 16), len(transitions)))
+        ours.update_priorities(index.to(device), initial[index].to(device))
+    g = torch.Generator(device=device).manual_seed(1)
+    ours_updates = updates.to(device)
+    calls = iter(range(10**12))
+
+    def ours_step() -> None:
+        batch = ours.sample(BATCH, g)
+        ours.update_priorities(batch.indices, ours_updates[next(calls) % ours_updates.shape[0]])
+
+    steps: dict[str, Callable[[], object]] = {"ours": ours_step}
+    if trl:
+        for route in refs.TORCHRL_PER_ROUTES:
+            steps[f"{trl} {route}"] = refs.torchrl_prioritized(
+                transitions, route, BATCH, ALPHA, BETA, EPS, initial, updates, device
+            )
+    return race(steps, iterations, device)
+
+
+def latency_figures(
+    capacity: int, iterations: int, device: torch.device, with_torchrl: bool
+) -> tuple[list[Figure], dict[str, float]]:
+    """Uniform sample, add and PER sample + update at ``capacity``: ours against every reference.
+
+    Returns the figures and every contender's median ms (printed as the route table).
+    """
     capacity -= capacity % STREAMS
     label = f"{capacity:,}" if capacity % 1_000_000 else f"{capacity // 1_000_000}M"
-    ours_uniform = time_ours(capacity, False, iterations, device)
-    ours_per = time_ours(capacity, True, iterations, device)
-    ref_uniform, ref_per = time_references(capacity, iterations)
-    dev = str(device.type)
-    return [
-        Figure(
+    trl = f"TorchRL {refs.torchrl_version()}" if with_torchrl else ""
+    transitions = refs.make_transitions(capacity, STREAMS, OBS_DIM)
+    sample_ms, add_ms = time_uniform(transitions, iterations, device, trl)
+    per_ms = time_prioritized(transitions, iterations, device, trl)
+
+    def figure(metric: str, ours: float, reference: str | None = None, ref_ms: float | None = None) -> Figure:
+        return Figure(
             "replay",
-            f"uniform sample({BATCH}) at {label}",
-            round(ours_uniform, 4),
+            f"{metric} at {label}",
+            round(ours, 4),
             "ms",
-            reference="NumPy ring buffer randint gather",
-            reference_value=round(ref_uniform, 4),
+            reference=reference,
+            reference_value=None if ref_ms is None else round(ref_ms, 4),
+            target=None if reference is None else TARGET,
             higher_is_better=False,
-            device=dev,
-        ),
-        Figure(
-            "replay",
-            f"PER sample({BATCH})+update({BATCH}) at {label}",
-            round(ours_per, 4),
-            "ms",
-            reference="textbook NumPy sum/min tree, per-item loops",
-            reference_value=round(ref_per, 4),
-            target=1.0,
-            higher_is_better=False,
-            target_on="value",
-            device=dev,
-        ),
+            device=str(device.type),
+        )
+
+    sampled, added, per = (
+        f"uniform sample({BATCH})",
+        f"add one row of {STREAMS} streams",
+        f"PER sample({BATCH})+update({BATCH})",
+    )
+    figures = [
+        figure(sampled, sample_ms["ours"], "SB3 ReplayBuffer.sample", sample_ms[SB3]),
+        figure(added, add_ms["ours"], "SB3 ReplayBuffer.add (NumPy)", add_ms[SB3]),
     ]
+    if trl:
+        route, ms = _best(sample_ms, trl)
+        figures.append(figure(sampled, sample_ms["ours"], f"{trl} {route} (faster of 2 formats)", ms))
+        route, ms = _best(add_ms, trl)
+        figures.append(figure(added, add_ms["ours"], f"{trl} {route}, extend (faster of 2 formats)", ms))
+        route, ms = _best(per_ms, trl)
+        figures.append(figure(per, per_ms["ours"], f"{trl} {route}, C++ sum trees (faster of 2 routes)", ms))
+    else:
+        figures.append(figure(per, per_ms["ours"]))
+    timings = {f"{sampled}: {n}": ms for n, ms in sample_ms.items()}
+    timings.update({f"{added}: {n}": ms for n, ms in add_ms.items()})
+    timings.update({f"{per}: {n}": ms for n, ms in per_ms.items()})
+    return figures, timings
 
 
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
-    known = {"device", "capacity", "memory_capacity", "iterations", "threads"}
+    known = {"device", "capacity", "memory_capacity", "iterations", "threads", "torchrl"}
     unknown = set(options) - known
     if unknown:
         raise SystemExit(f"unknown replay benchmark option(s) {sorted(unknown)}; known: {sorted(known)}")
     device = resolve_device(options.get("device", "auto"))
+    with_torchrl = options.get("torchrl", "1") not in ("0", "false", "no")
+    if with_torchrl:
+        refs.import_torchrl()  # fail (or build TorchRL's extension) before measuring anything
     # Replay ops are many small tensors: intra-op threads only add barriers (badly so on a busy machine).
+    # The setting is process-wide, so the references run under it too.
     torch.set_num_threads(int(options.get("threads", 1)))
-    capacity = int(options.get("capacity", 100_000 if quick else 1_000_000))
+    capacity = int(options.get("capacity", 128_000 if quick else 1_000_000))  # 64 streams x 2,000
     memory_capacity = int(options.get("memory_capacity", 48_000 if quick else 200_000))
     iterations = int(options.get("iterations", 300 if quick else 3_000))
     if memory_capacity % 8:
         raise SystemExit(f"memory_capacity={memory_capacity} must be a multiple of the 8 env streams")
-    figures = memory_figures(memory_capacity, device) + latency_figures(capacity, iterations, device)
+    if capacity < STREAMS:
+        raise SystemExit(f"capacity={capacity} must be at least the {STREAMS} streams that fill it")
+    latency, timings = latency_figures(capacity, iterations, device, with_torchrl)
+    figures = memory_figures(memory_capacity, device) + latency
     # sys.stdout looked up now, not at import (report's default), so redirected output is honoured.
+    print(f"\n== replay: every contender, median ms per call ({device.type}) ==", file=sys.stdout)
+    width = max(len(name) for name in timings)
+    for name, ms in timings.items():
+        print(f"{name.ljust(width)}  {ms:.4f}", file=sys.stdout)
     report(figures, f"replay ({'quick' if quick else 'full'}, {device.type})", out=sys.stdout)
     return figures
