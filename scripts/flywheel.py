@@ -50,12 +50,12 @@ import numpy as np
 
 from benchmarks.vln_ablation import (
     Plan,
-    _finished,
     check_stages,
     check_synthesis_options,
     evaluate,
     finetune,
     pretrain,
+    run_finished,
 )
 from benchmarks.vln_ablation_report import SPLITS, Scores
 from lodestar.agents.vln.speaker import load_speaker
@@ -259,7 +259,7 @@ class Flywheel:
             SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", r.plan.stage("speaker", *extra)
         )
         run_dir = r.dir / "speaker"
-        if _finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
+        if run_finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
             return run_dir, False
         log(f"round {r.index}: training the speaker on {r.speaker_split!r}")
         trainer = SpeakerTrainer(config, run_dir)

@@ -16,9 +16,10 @@ side's clock runs only during its own chunks. Load from other processes therefor
 
 The bounds are what each side's loop could reach if it did nothing but its update and its env step,
 each timed alone on the filled buffer the way that side does it (ours: ``DQNTrainer.update``, replay
-sample included; SB3: ``model.train(gradient_steps=1, batch_size=32)``; env: one batched step of
-random actions). A side that makes its updates while the emulators step (ours with
-``overlap_env_step``) is bounded by the larger of the two, a sequential one by their sum.
+sample included; SB3: ``model.train(gradient_steps=G, batch_size=32)`` with its schedule's ``G``,
+divided by ``G``; env: one batched step of random actions). A side that makes its updates while the
+emulators step (ours with ``overlap_env_step``) is bounded by the larger of the two, a sequential one
+by their sum. Acting (one forward pass per step) is left out of both bounds.
 
 Options (``key=value``): ``learning_starts``, ``steps`` (agent steps timed per side), ``chunk``,
 ``num_envs`` (``1,8``), ``threads`` (torch threads for both sides), ``repeats`` (update and env
@@ -103,6 +104,7 @@ class Sb3Side:
 
         train_freq, gradient_steps = sb3_schedule(num_envs)
         self.num_envs = num_envs
+        self.gradient_steps = gradient_steps
         self.model = DQN(
             "CnnPolicy",
             sb3_env(num_envs, env_kind),
@@ -132,7 +134,9 @@ class Sb3Side:
         return time.perf_counter() - start
 
     def update(self) -> None:
-        self.model.train(gradient_steps=1, batch_size=BATCH)
+        """One call of SB3's ``train`` as ``learn`` makes it: ``gradient_steps`` updates at a time
+        (its per-call work, such as the learning-rate update and logging, is shared by them)."""
+        self.model.train(gradient_steps=self.gradient_steps, batch_size=BATCH)
 
     def env_step(self, rng: np.random.Generator) -> None:
         env = self.model.get_env()
@@ -265,6 +269,7 @@ def measure(
         rng = np.random.default_rng(0)
         step = trainer.collector.global_step
         updates = best_seconds({"ours": lambda: trainer.update(step), "sb3": sb3.update}, repeats)
+        updates["sb3"] /= sb3.gradient_steps  # seconds per update
         our_env = trainer.env
 
         def our_env_step() -> None:

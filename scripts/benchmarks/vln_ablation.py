@@ -269,7 +269,8 @@ def check_stages(plan: Plan) -> None:
             raise SystemExit(str(exc)) from None
 
 
-def _finished(run_dir: Path, iterations: int) -> bool:
+def run_finished(run_dir: Path, iterations: int) -> bool:
+    """Whether a training run reached its last checkpoint (``iterations``)."""
     return (run_dir / "checkpoints" / f"ckpt_{iterations:012d}.pt").is_file()
 
 
@@ -283,7 +284,7 @@ def pretrain(plan: Plan) -> tuple[Path, float]:
     """The pretrained follower of condition (c) and its samples/s (NaN when reused)."""
     config = pretrain_config(plan)
     run_dir = plan.work / "pretrain"
-    if _finished(run_dir, config.iterations):
+    if run_finished(run_dir, config.iterations):
         return run_dir, float("nan")
     log("pretraining on human + synthetic triplets")
     trainer = PretrainTrainer(config, run_dir)
@@ -318,7 +319,7 @@ def finetune(plan: Plan, condition: str, seed: int, init: Path | None) -> Path:
     overrides = finetune_overrides(plan, condition, seed, init)
     config = load_config(FinetuneConfig, ROOT / "configs" / "vln_finetune.yaml", overrides)
     run_dir = plan.work / name
-    if _finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
+    if run_finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
         return run_dir
     log(f"fine-tuning {condition} seed {seed} (log: {plan.work / name}.log)")
     script = str(ROOT / "scripts" / "finetune_vln.py")
