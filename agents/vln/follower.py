@@ -475,8 +475,8 @@ class FollowerPolicy:
     def on_episode_end(self, done: torch.Tensor) -> None:
         self.fresh |= done.to(self.fresh.device)
 
-    def __call__(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        obs = dict_observation(obs)
+    def learner_step(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance the memory by one observation; the action logits and the learner's action."""
         with torch.no_grad():
             out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh, self.features)
         self.fresh = torch.zeros_like(self.fresh)
@@ -484,9 +484,12 @@ class FollowerPolicy:
         if not bool(torch.isfinite(logits).all()):
             raise FloatingPointError("the follower produced non-finite action logits (diverged parameters?)")
         if self.mode == "greedy":
-            learner = logits.argmax(-1)
-        else:
-            learner = torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+            return logits, logits.argmax(-1)
+        return logits, torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+
+    def __call__(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = dict_observation(obs)
+        logits, learner = self.learner_step(obs)
         teacher = obs.get("teacher_action")
         if teacher is None:
             if self.teacher_prob > 0.0 or bool(self.teacher_rows.any()):

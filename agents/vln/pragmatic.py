@@ -60,18 +60,8 @@ class ScoredPolicy(FollowerPolicy):
     ``extras["log_prob"]``, the log-probability of each action it chose."""
 
     def __call__(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        obs = dict_observation(obs)
-        with torch.no_grad():
-            out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh, self.features)
-        self.fresh = torch.zeros_like(self.fresh)
-        logits = out.logits
-        if not bool(torch.isfinite(logits).all()):
-            raise FloatingPointError("the follower produced non-finite action logits (diverged parameters?)")
-        # The same draws as FollowerPolicy, so the greedy candidate is exactly greedy evaluation's route.
-        if self.mode == "greedy":
-            action = logits.argmax(-1)
-        else:
-            action = torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+        # FollowerPolicy's own step, so the greedy candidate is exactly greedy evaluation's route.
+        logits, action = self.learner_step(dict_observation(obs))
         log_prob = logits.log_softmax(-1).gather(1, action[:, None]).squeeze(1)
         return action, {"learner_action": action, "log_prob": log_prob}
 
