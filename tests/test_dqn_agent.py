@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
 from lodestar.agents.dqn.agent import DQNAgent, linear_schedule, random_shift
 from lodestar.agents.dqn.config import AgentConfig
-
-
-@dataclass
-class Batch:
-    obs: torch.Tensor
-    action: torch.Tensor
-    reward: torch.Tensor
-    discount: torch.Tensor
-    next_obs: torch.Tensor
-    weights: torch.Tensor
+from tests.dqn_runs import Batch
 
 
 def _frames(batch: int, seed: int) -> torch.Tensor:

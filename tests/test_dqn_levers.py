@@ -7,8 +7,6 @@ against sequential stepping with the same seeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
@@ -18,19 +16,9 @@ from lodestar.agents.dqn.trainer import DQNTrainer
 from lodestar.agents.rollout import RolloutCollector
 from lodestar.envs.atari import AtariVecEnv
 from lodestar.runtime.config import load_config
-from tests.dqn_runs import PRESET, TINY_PONG
+from tests.dqn_runs import PRESET, TINY_PONG, Batch
 
 PLAIN = {"adam_impl": "for_loop", "channels_last": False, "compile": False, "precision": "float32"}
-
-
-@dataclass
-class Batch:
-    obs: torch.Tensor
-    action: torch.Tensor
-    reward: torch.Tensor
-    discount: torch.Tensor
-    next_obs: torch.Tensor
-    weights: torch.Tensor
 
 
 def _batch(seed: int, size: int = 8) -> Batch:
