@@ -479,8 +479,7 @@ class FollowerPolicy:
         """Advance the memory by one observation; the action logits and the learner's action."""
         with torch.no_grad():
             out, self.memory = self.model.observe(self.memory, obs, self.fresh, self.fresh, self.features)
-        self.fresh = torch.zeros_like(self.fresh)
-        logits = out.logits
+        self.fresh, logits = torch.zeros_like(self.fresh), out.logits
         if not bool(torch.isfinite(logits).all()):
             raise FloatingPointError("the follower produced non-finite action logits (diverged parameters?)")
         if self.mode == "greedy":
