@@ -55,6 +55,7 @@ from benchmarks.vln_ablation import (
     evaluate,
     finetune,
     pretrain,
+    pretrain_config,
     run_finished,
 )
 from benchmarks.vln_ablation_report import SPLITS, Scores
@@ -66,6 +67,7 @@ from lodestar.envs.nav.data.r2r import write_r2r
 from lodestar.envs.nav.data.tokenizer import VOCAB_FILE
 from lodestar.pretrain.synthesis import SynthesisConfig, split_file, synthesize
 from lodestar.pretrain.synthesis_filter import FilterReport, filter_split
+from lodestar.pretrain.trainer import PretrainConfig
 from lodestar.runtime.cli import config_epilog, run_main, tensorboard_command
 from lodestar.runtime.config import load_config, require, to_dict
 from lodestar.runtime.logger import RunLogger
@@ -78,6 +80,7 @@ CONFIG = ROOT / "configs" / "vln_flywheel.yaml"
 METRICS = ("sr", "spl", "ndtw")
 # Synthetic path ids of round k start at (k + 1) * this, apart from human ids and from other rounds.
 ROUND_ID_STRIDE = 10_000_000
+ADOPTED_FOLLOWER = "c_pretrained"  # vln-ablation's arm (c): the fine-tuning runs an adopted round 0 uses
 
 
 @dataclass
@@ -93,6 +96,9 @@ class FlywheelConfig:
     paths_per_round: int = 30_000  # paths the speaker labels each round
     new_houses_per_round: int = 30  # fresh generated houses per round (0 on real R2R data)
     split_prefix: str = "flywheel"  # the round's splits are R2R_<prefix>_r<k>[_kept|_speaker].json
+    # A vln-ablation work directory whose arm (c) -- the PREVALENT recipe with round 0's options -- is
+    # round 0 (its speaker, synthetic split, pretraining and c_pretrained-s<seed> runs); "" trains it here.
+    round0: str = ""
     features: str = "auto"  # the dataset's features file every stage reads
     threads: int = 0  # torch threads per stage (0: PyTorch's default; side-by-side runs get 1)
     parallel: int = 2  # fine-tuning runs side by side
@@ -144,17 +150,23 @@ class RoundPlan(Plan):
 
 @dataclass
 class Round:
-    """One round's names and directories."""
+    """One round's names and directories.
+
+    Its models (``speaker/``, ``pretrain/``, ``<follower_name>-s<seed>/``) live under ``plan.work``; its
+    records (``stages.json``, ``filter.json``, ``metrics.json``) under ``dir``. The two differ only for
+    a round 0 adopted from a vln-ablation run (``round0=``), whose models stay where they are.
+    """
 
     index: int
     plan: RoundPlan
     labelled: str  # synthetic split the previous speaker labels
     kept: str  # ... after filtering (round 0: not filtered, same as labelled)
     speaker_split: str  # the speaker's training split
+    dir: Path
+    follower_name: str = "follower"
 
-    @property
-    def dir(self) -> Path:
-        return self.plan.work
+    def follower_runs(self) -> list[Path]:
+        return [self.plan.work / f"{self.follower_name}-s{seed}" for seed in self.plan.seeds]
 
 
 class Flywheel:
@@ -174,11 +186,15 @@ class Flywheel:
     def round(self, k: int) -> Round:
         c, prefix = self.config, f"{self.config.split_prefix}_r{k}"
         kept = prefix if k == 0 else f"{prefix}_kept"
+        work, follower_name = self.run / f"round_{k}", "follower"
+        if k == 0 and c.round0:
+            work, follower_name = Path(c.round0), ADOPTED_FOLLOWER
+            prefix = kept = adopted_split(work)
         plan = RoundPlan(
             k,
             kept,
             data=self.data,
-            work=self.run / f"round_{k}",
+            work=work,
             seeds=list(c.seeds),
             features=self.features,
             quick=self.quick,
@@ -189,7 +205,8 @@ class Flywheel:
             overrides={"speaker": list(c.speaker), "synth": list(c.synth), "pretrain": list(c.pretrain),
                        "finetune": list(c.finetune)},
         )  # fmt: skip
-        return Round(k, plan, prefix, kept, "train" if k == 0 else f"{prefix}_speaker")
+        speaker_split = "train" if k == 0 else f"{prefix}_speaker"
+        return Round(k, plan, prefix, kept, speaker_split, self.run / f"round_{k}", follower_name)
 
     # -- stages -------------------------------------------------------------------------------------
     def _stage(self, r: Round, name: str, work: Callable[[], Any]) -> Any:
@@ -258,7 +275,9 @@ class Flywheel:
         config = load_config(
             SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", r.plan.stage("speaker", *extra)
         )
-        run_dir = r.dir / "speaker"
+        run_dir = r.plan.work / "speaker"
+        if r.plan.work != r.dir:
+            check_adopted_config(run_dir, SpeakerTrainConfig, config)
         if run_finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
             return run_dir, False
         log(f"round {r.index}: training the speaker on {r.speaker_split!r}")
@@ -268,10 +287,14 @@ class Flywheel:
         return run_dir, True
 
     def followers(self, r: Round) -> tuple[list[Path], bool]:
+        if r.plan.work != r.dir:
+            check_adopted_config(r.plan.work / "pretrain", PretrainConfig, pretrain_config(r.plan))
         pretrained, seconds = pretrain(r.plan)  # reused when finished (samples/s is NaN then)
-        before = [(r.dir / f"follower-s{s}" / "best.pt").is_file() for s in r.plan.seeds]
+        before = [(run / "best.pt").is_file() for run in r.follower_runs()]
         with ThreadPoolExecutor(max_workers=r.plan.parallel) as pool:
-            runs = list(pool.map(lambda seed: finetune(r.plan, "follower", seed, pretrained), r.plan.seeds))
+            runs = list(
+                pool.map(lambda seed: finetune(r.plan, r.follower_name, seed, pretrained), r.plan.seeds)
+            )
         return runs, not (all(before) and np.isnan(seconds))
 
     # -- the rounds ---------------------------------------------------------------------------------
@@ -286,7 +309,7 @@ class Flywheel:
             labelled = kept = sum(len(ep.instructions) for ep in NavDataset(self.data).episodes(r.labelled))
         else:
             previous = self.round(k - 1)
-            self._stage(r, "label", lambda: self.label(r, previous.dir / "speaker"))
+            self._stage(r, "label", lambda: self.label(r, previous.plan.work / "speaker"))
             follower = self.best_follower(previous)
             report = self._stage(r, "filter", lambda: self.filter(r, follower))
             labelled, kept = report.pairs, report.kept.pairs
@@ -315,16 +338,16 @@ class Flywheel:
 
     def best_follower(self, r: Round) -> Path:
         """The round's fine-tuning run with the best SPL on the selection split (never test)."""
-        runs = [r.dir / f"follower-s{s}" for s in r.plan.seeds]
+        runs = r.follower_runs()
         spl = [evaluate(r.plan, run)[r.plan.select]["spl"] for run in runs]
         return runs[int(np.argmax(spl))] / "best.pt"
 
     def speaker_bleu(self, r: Round) -> dict[str, float]:
         """BLEU-4 of the round's speaker on each split (greedy decodes; cached in ``speaker_eval.json``)."""
-        cache = r.dir / "speaker" / "speaker_eval.json"
+        cache = r.plan.work / "speaker" / "speaker_eval.json"
         if cache.is_file():
             return {k: float(v) for k, v in json.loads(cache.read_text()).items()}
-        bundle = load_speaker(r.dir / "speaker" / "best.pt")
+        bundle = load_speaker(r.plan.work / "speaker" / "best.pt")
         bleu = {}
         for split in SPLITS:
             episodes = self.dataset.episodes(split)
@@ -346,6 +369,49 @@ class Flywheel:
         results = [self.run_round(k) for k in range(self.config.rounds)]
         log_rounds(self.run, results)
         return results
+
+
+def adopted_split(work: Path) -> str:
+    """The synthetic split a vln-ablation run pretrained on (its arm (c)), read from its pretraining config."""
+    config_file = work / "pretrain" / "config.yaml"
+    if not config_file.is_file():
+        raise ValueError(
+            f"round0={work}: no pretraining run there ({config_file} is missing); give a vln-ablation "
+            "work directory whose pretraining has started, or round0='' to train round 0 here"
+        )
+    sources = load_config(PretrainConfig, config_file).data.optional_sources
+    if len(sources) != 1:
+        raise ValueError(f"round0={work}: its pretraining read {sources}, expected one synthetic split")
+    return sources[0]
+
+
+# Settings that change where or how fast a run goes, not what it learns.
+_RUNTIME_KEYS = {"device", "torch_threads", "runs_dir", "data_dir", "name"}
+
+
+def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_adopted_config(run_dir: Path, schema: type, expected: Any) -> None:
+    """Refuse an adopted round-0 stage trained with other settings than this round 0 would use."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return  # not started yet: it will be trained with ``expected``
+    recorded, asked = _dotted(to_dict(load_config(schema, config_file))), _dotted(to_dict(expected))
+    differ = sorted(
+        f"{key}={recorded.get(key)!r} (round 0: {asked.get(key)!r})"
+        for key in asked.keys() | recorded.keys()
+        if key not in _RUNTIME_KEYS and recorded.get(key) != asked.get(key)
+    )
+    if differ:
+        raise ValueError(f"round0: {run_dir} was trained with {', '.join(differ)}")
 
 
 def summarize_seeds(scores: list[Scores], seeds: list[int]) -> dict[str, Any]:

@@ -17,4 +17,5 @@ BENCHMARKS = {
     "speaker-quality": "benchmarks.speaker_quality",
     "synthesis-scale": "benchmarks.synthesis_scale",
     "vln-ablation": "benchmarks.vln_ablation",
+    "flywheel": "benchmarks.flywheel",
 }
