@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import flywheel as bench
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig
+from lodestar.envs.nav.eval.failures import CATEGORIES as FAILURES
 from lodestar.pretrain.trainer import PretrainConfig
 from lodestar.runtime.config import load_config, save_config
 from tests.follower_fixtures import FEATURE_NAME, one_torch_thread  # noqa: F401 (autouse fixture)
@@ -144,6 +145,19 @@ def test_rerank_gain_is_paired_per_seed_and_reports_sr_spl_tl() -> None:
     assert _target(figures, "test SR gain of pragmatic inference over greedy") is False
 
 
+def test_failure_breakdown_is_the_mean_over_seeds_per_round_and_category() -> None:
+    def seed(success: float) -> dict:
+        rest = {f"failures/{name}": 0.0 for name in FAILURES}
+        one = {**rest, "failures/success": success, "failures/strayed_later": 1.0 - success}
+        return {split: dict(one) for split in ("test", "val_unseen")}
+
+    figures, lines = bench.failure_report([[seed(0.2), seed(0.4)], [seed(0.6), seed(0.6)]])
+    value = {f.metric: f.value for f in figures}
+    assert value["round 0: test episodes ending as success"] == pytest.approx(30.0)
+    assert value["round 1: val_unseen episodes ending as strayed_later"] == pytest.approx(40.0)
+    assert len(figures) == 2 * 2 * len(FAILURES) and "where episodes end" in lines[1]
+
+
 @pytest.mark.slow
 def test_quick_benchmark_runs_two_rounds_and_reranks_on_the_tiny_world(
     random_feature_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -153,7 +167,7 @@ def test_quick_benchmark_runs_two_rounds_and_reranks_on_the_tiny_world(
     figures = bench.run(True, options)
     metrics = {f.metric for f in figures}
     assert {"round 1 - round 0: test SR gain", "test SR gain of pragmatic inference over greedy"} <= metrics
-    assert "round 1: filter wall time" in metrics
+    assert "round 1: filter wall time" in metrics and "round 1: test episodes ending as success" in metrics
     out = capsys.readouterr().out
     assert out.count("BENCH ") == len(figures) and "pragmatic inference on test" in out
     cached = json.loads((tmp_path / "run" / "round_1" / "rerank-s1.json").read_text())

@@ -4,7 +4,8 @@ Runs (or resumes) ``scripts/flywheel.py``'s rounds 0 .. ``rounds - 1`` (default 
 preset with ``seeds`` fine-tuning seeds per round (default 0,1,2), then reports, per round: follower SR,
 SPL and nDTW on ``test`` (the headline: houses that took part in no decision) with val_seen and
 val_unseen beside it (mean, sample std and 95% bootstrap interval over seeds), the speaker's BLEU-4, the
-synthetic pairs labelled and kept, and the wall time of each stage. Two targets:
+synthetic pairs labelled and kept, the wall time of each stage, and where the test and val_unseen
+episodes end (the failure categories of ``envs/nav/eval/failures.py``). Two targets:
 
 - the last round's test SR is at least ``ROUND_GAIN_TARGET`` points above round 0's, with a 95%
   stratified bootstrap interval of the gain above zero;
@@ -40,8 +41,8 @@ from typing import Any
 import flywheel as rounds
 import torch
 
-from benchmarks.vln_ablation import Plan, ensure_world
-from benchmarks.vln_ablation_report import SPLITS, GainFigure
+from benchmarks.vln_ablation import Plan, ensure_world, evaluate
+from benchmarks.vln_ablation_report import FAILURE_SPLITS, SPLITS, GainFigure, Scores
 from lodestar.agents.vln.follower import load_follower
 from lodestar.agents.vln.pragmatic import (
     DEFAULT_WEIGHTS,
@@ -55,6 +56,7 @@ from lodestar.agents.vln.pragmatic import (
 )
 from lodestar.agents.vln.speaker import load_speaker
 from lodestar.envs.nav.data.dataset import NavDataset
+from lodestar.envs.nav.eval.failures import CATEGORIES as FAILURES
 from lodestar.runtime.bench import Figure, report
 from lodestar.runtime.config import ConfigError, load_config
 from lodestar.runtime.protocol import HELD_OUT_SPLIT
@@ -250,6 +252,22 @@ def round_report(results: list[dict[str, Any]], resamples: int) -> tuple[list[Fi
     return figures, lines
 
 
+def failure_report(scores: list[list[Scores]]) -> tuple[list[Figure], list[str]]:
+    """Where each round's test and val_unseen episodes end (failure categories, mean over seeds, %)."""
+    figures: list[Figure] = []
+    lines: list[str] = []
+    for split in FAILURE_SPLITS:
+        lines += ["", f"{split + ': where episodes end (%)':<34}" + "".join(f"{k:>20}" for k in FAILURES)]
+        for k, seeds in enumerate(scores):
+            cells = ""
+            for name in FAILURES:
+                mean, std = mean_std([100.0 * s[split][f"failures/{name}"] for s in seeds])
+                cells += f"{mean:11.2f} ± {std:5.2f}"
+                figures.append(Figure(NAME, f"round {k}: {split} episodes ending as {name}", mean, "%"))
+            lines.append(f"{'round ' + str(k):<34}{cells}")
+    return figures, lines
+
+
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     settings = make_settings(quick, options)
     c = settings.config
@@ -262,6 +280,11 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     wheel = rounds.Flywheel(c, quick=quick)
     results = wheel.run_all()
     figures, lines = round_report(results, settings.resamples)
+    # Cached beside each best.pt by the rounds' own evaluation: reading them costs nothing.
+    plans = [wheel.round(k) for k in range(c.rounds)]
+    more, more_lines = failure_report([[evaluate(r.plan, run) for run in r.follower_runs()] for r in plans])
+    figures += more
+    lines += more_lines
     if settings.rerank:
         last = wheel.round(c.rounds - 1)
         reranked = [rerank_seed(wheel, last, run, settings) for run in last.follower_runs()]
