@@ -48,6 +48,7 @@ class StreamWriter:
         self.num_envs, self.n_step = num_envs, n_step
         self.rows = fields.capacity // num_envs
         self.device = fields.device
+        self._on_cpu = self.device.type == "cpu"
         d = self.device
         self.steps_written = 0
         self._envs = torch.arange(num_envs, device=d)
@@ -74,7 +75,12 @@ class StreamWriter:
     ) -> torch.Tensor:
         """Store one step of every stream (validated tensors on the device); returns the indices."""
         indices = self.cursor_row * self.num_envs + self._envs
-        new_episode = self._episode_over | (obs != self._last_next_obs).flatten(1).any(1)
+        if self._on_cpu and torch.equal(obs, self._last_next_obs):
+            # Every stream continues (the usual step): a CPU shortcut of several small ops; on an
+            # accelerator it would add a host sync, so there the comparison stays on the device.
+            new_episode = self._episode_over
+        else:
+            new_episode = self._episode_over | (obs != self._last_next_obs).flatten(1).any(1)
         if self.steps_written > 0:
             # The previous row is a contiguous slice: an in-place or on a view, no gather + scatter.
             previous = (self.steps_written - 1) % self.rows * self.num_envs
