@@ -15,6 +15,11 @@ human labels (DESIGN.md section 5, step 7):
   speaker on human + kept pairs and a new follower (pretraining on human + kept triplets, then
   fine-tuning) from scratch.
 
+Round 0 may be adopted instead of trained: ``round0=<vln-ablation work dir>`` takes that benchmark's
+arm (c), which is the PREVALENT recipe with round 0's options -- its speaker, synthetic split,
+pretraining and ``c_pretrained-s<seed>`` runs stay where they are, each checked to have been made with
+the settings round 0 would use.
+
 Protocol (DESIGN.md section 9): every ``best.pt`` is chosen on ``select_split`` (a validation split); the
 follower that filters the next round's data is the round's seed with the best ``select_split`` SPL;
 ``test`` takes part in no decision and is reported as the headline, with val_seen / val_unseen beside it.
@@ -165,6 +170,11 @@ class Round:
     dir: Path
     follower_name: str = "follower"
 
+    @property
+    def adopted(self) -> bool:
+        """Whether the round's models come from a vln-ablation run (``round0=``)."""
+        return self.plan.work != self.dir
+
     def follower_runs(self) -> list[Path]:
         return [self.plan.work / f"{self.follower_name}-s{seed}" for seed in self.plan.seeds]
 
@@ -276,7 +286,7 @@ class Flywheel:
             SpeakerTrainConfig, ROOT / "configs" / "vln_speaker.yaml", r.plan.stage("speaker", *extra)
         )
         run_dir = r.plan.work / "speaker"
-        if r.plan.work != r.dir:
+        if r.adopted:
             check_adopted_config(run_dir, SpeakerTrainConfig, config)
         if run_finished(run_dir, config.iterations) and (run_dir / "best.pt").is_file():
             return run_dir, False
@@ -287,7 +297,7 @@ class Flywheel:
         return run_dir, True
 
     def followers(self, r: Round) -> tuple[list[Path], bool]:
-        if r.plan.work != r.dir:
+        if r.adopted:
             check_adopted_config(r.plan.work / "pretrain", PretrainConfig, pretrain_config(r.plan))
         pretrained, seconds = pretrain(r.plan)  # reused when finished (samples/s is NaN then)
         before = [(run / "best.pt").is_file() for run in r.follower_runs()]
