@@ -158,6 +158,15 @@ def test_failure_breakdown_is_the_mean_over_seeds_per_round_and_category() -> No
     assert len(figures) == 2 * 2 * len(FAILURES) and "where episodes end" in lines[1]
 
 
+def test_filter_report_sets_kept_against_dropped_pairs() -> None:
+    record = {"threshold": 0.5, "pairs": 10, "kept_fraction": 0.4,
+              "kept": {"pairs": 4, "instruction_words": 30.0, "path_hops": 5.0, "path_metres": 9.0, "ndtw": 0.8},
+              "dropped": {"pairs": 6, "instruction_words": 35.0, "path_hops": 5.5, "path_metres": 10.0, "ndtw": 0.2}}  # fmt: skip
+    figures, lines = bench.filter_report({1: record})
+    assert figures[0].value == 0.8 and figures[0].reference_value == 0.2
+    assert "round 1: kept 4 of 10 (40.0%, nDTW >= 0.5)" in lines[-1] and "ndtw 0.80 vs 0.20" in lines[-1]
+
+
 @pytest.mark.slow
 def test_quick_benchmark_runs_two_rounds_and_reranks_on_the_tiny_world(
     random_feature_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -167,6 +176,7 @@ def test_quick_benchmark_runs_two_rounds_and_reranks_on_the_tiny_world(
     figures = bench.run(True, options)
     metrics = {f.metric for f in figures}
     assert {"round 1 - round 0: test SR gain", "test SR gain of pragmatic inference over greedy"} <= metrics
+    assert "round 1: kept pairs' mean filter nDTW" in metrics
     assert "round 1: filter wall time" in metrics and "round 1: test episodes ending as success" in metrics
     out = capsys.readouterr().out
     assert out.count("BENCH ") == len(figures) and "pragmatic inference on test" in out

@@ -268,6 +268,26 @@ def failure_report(scores: list[list[Scores]]) -> tuple[list[Figure], list[str]]
     return figures, lines
 
 
+def filter_report(records: dict[int, dict[str, Any]]) -> tuple[list[Figure], list[str]]:
+    """How each filtered round's kept pairs differ from the dropped ones (``filter.json`` per round)."""
+    figures: list[Figure] = []
+    lines = [
+        "",
+        "filtered synthesis: kept vs dropped pairs (mean instruction words, path hops, metres, nDTW)",
+    ]
+    for k, record in sorted(records.items()):
+        kept, dropped = record["kept"], record["dropped"]
+        stats = ("instruction_words", "path_hops", "path_metres", "ndtw")
+        cells = "  ".join(f"{name} {kept[name]:.2f} vs {dropped[name]:.2f}" for name in stats)
+        lines.append(
+            f"  round {k}: kept {kept['pairs']} of {record['pairs']} ({100 * record['kept_fraction']:.1f}%, "
+            f"nDTW >= {record['threshold']}): {cells}"
+        )
+        figures.append(Figure(NAME, f"round {k}: kept pairs' mean filter nDTW", kept["ndtw"], "nDTW",
+                              "dropped pairs' mean", dropped["ndtw"]))  # fmt: skip
+    return figures, lines
+
+
 def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     settings = make_settings(quick, options)
     c = settings.config
@@ -283,6 +303,10 @@ def run(quick: bool, options: dict[str, str]) -> list[Figure]:
     # Cached beside each best.pt by the rounds' own evaluation: reading them costs nothing.
     plans = [wheel.round(k) for k in range(c.rounds)]
     more, more_lines = failure_report([[evaluate(r.plan, run) for run in r.follower_runs()] for r in plans])
+    figures += more
+    lines += more_lines
+    filtered = {r.index: json.loads((r.dir / "filter.json").read_text()) for r in plans[1:]}
+    more, more_lines = filter_report(filtered)
     figures += more
     lines += more_lines
     if settings.rerank:
