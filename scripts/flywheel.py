@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.vln_ablation import (
+from benchmarks.vln_ablation_report import SPLITS, Scores
+from benchmarks.vln_stages import (
     Plan,
     check_stages,
     check_synthesis_options,
@@ -63,7 +64,6 @@ from benchmarks.vln_ablation import (
     pretrain_config,
     run_finished,
 )
-from benchmarks.vln_ablation_report import SPLITS, Scores
 from lodestar.agents.vln.speaker import load_speaker
 from lodestar.agents.vln.speaker_training import SpeakerTrainConfig, SpeakerTrainer, evaluate_speaker
 from lodestar.agents.vln.trajectories import InstructionSet, PathFeaturizer
@@ -141,7 +141,7 @@ def log(message: str) -> None:
 
 
 class RoundPlan(Plan):
-    """vln-ablation's plan of one round: its stages read ``training_split`` as their synthetic data."""
+    """The stages' plan of one round: its stages read ``training_split`` as their synthetic data."""
 
     def __init__(self, round_index: int, training_split: str, **plan: Any) -> None:
         super().__init__(**plan)
@@ -214,6 +214,7 @@ class Flywheel:
             throughput=False,
             overrides={"speaker": list(c.speaker), "synth": list(c.synth), "pretrain": list(c.pretrain),
                        "finetune": list(c.finetune)},
+            name="flywheel",
         )  # fmt: skip
         speaker_split = "train" if k == 0 else f"{prefix}_speaker"
         return Round(k, plan, prefix, kept, speaker_split, self.run / f"round_{k}", follower_name)
@@ -242,7 +243,7 @@ class Flywheel:
             SynthesisConfig, ROOT / "configs" / "vln_synthesize.yaml", r.plan.stage("synth", *extra)
         )
         if split_file(self.data, r.labelled).is_file():
-            check_synthesis_options(self.data, config)
+            check_synthesis_options(r.plan, config)
             return config, False
         log(f"round {r.index}: labelling {c.paths_per_round} paths with {speaker}")
         synthesize(self.data, speaker, config, show_progress=not self.quick)

@@ -145,7 +145,8 @@ def test_report_makes_test_the_headline_and_claims_a_gain_only_outside_the_noise
 
 
 def test_plan_runs_three_seeds_and_passes_a_validation_selection_split(tmp_path):
-    from benchmarks.vln_ablation import check_stages, finetune_overrides, make_plan
+    from benchmarks.vln_ablation import make_plan
+    from benchmarks.vln_stages import check_stages, finetune_overrides
     from lodestar.agents.vln.finetune_config import FinetuneConfig
     from lodestar.runtime.config import load_config
 
@@ -175,7 +176,8 @@ def test_plan_runs_three_seeds_and_passes_a_validation_selection_split(tmp_path)
 
 
 def test_evaluations_are_cached_and_a_run_selected_elsewhere_is_refused(tmp_path):
-    from benchmarks.vln_ablation import evaluate, make_plan
+    from benchmarks.vln_ablation import make_plan
+    from benchmarks.vln_stages import evaluate
 
     run = tmp_path / "a_scratch-s0"
     run.mkdir()
@@ -203,7 +205,8 @@ def _record_synthesis(data: Path, config) -> None:
 
 
 def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
-    from benchmarks.vln_ablation import ensure_synthetic, make_plan
+    from benchmarks.vln_ablation import make_plan
+    from benchmarks.vln_stages import ensure_synthetic
 
     work = {"data": str(tmp_path), "work": str(tmp_path / "work")}
     sampled = make_plan(False, work)
@@ -220,7 +223,8 @@ def test_synthetic_split_is_reused_only_with_the_requested_options(tmp_path):
 
 
 def test_a_named_synthetic_split_feeds_augmentation_and_pretraining(tmp_path):
-    from benchmarks.vln_ablation import finetune_overrides, make_plan, pretrain_config
+    from benchmarks.vln_ablation import make_plan
+    from benchmarks.vln_stages import finetune_overrides, pretrain_config
     from lodestar.agents.vln.finetune_config import FinetuneConfig
     from lodestar.runtime.config import load_config
 

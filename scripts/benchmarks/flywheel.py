@@ -41,8 +41,8 @@ from typing import Any
 import flywheel as rounds
 import torch
 
-from benchmarks.vln_ablation import Plan, ensure_world, evaluate
 from benchmarks.vln_ablation_report import FAILURE_SPLITS, SPLITS, GainFigure, Scores
+from benchmarks.vln_stages import Plan, ensure_world, evaluate
 from lodestar.agents.vln.follower import load_follower
 from lodestar.agents.vln.pragmatic import (
     DEFAULT_WEIGHTS,
@@ -124,7 +124,9 @@ def ensure_data(settings: Settings, quick: bool) -> None:
             features = NavDataset(c.data_dir).resolve_features(features)
         except FileNotFoundError:
             features = "cnn"
-    plan = Plan(Path(c.data_dir), Path(c.run_dir), list(c.seeds), features, quick, c.threads, c.parallel)
+    plan = Plan(
+        Path(c.data_dir), Path(c.run_dir), list(c.seeds), features, quick, c.threads, c.parallel, name=NAME
+    )
     Path(c.run_dir).mkdir(parents=True, exist_ok=True)
     ensure_world(plan)
 
