@@ -77,7 +77,7 @@ from lodestar.runtime.cli import config_epilog, run_main, tensorboard_command
 from lodestar.runtime.config import load_config, require, to_dict
 from lodestar.runtime.logger import RunLogger
 from lodestar.runtime.protocol import HELD_OUT_SPLIT, check_selection_splits
-from lodestar.runtime.stats import Interval, bootstrap_mean_difference, mean_std
+from lodestar.runtime.stats import DEFAULT_RESAMPLES, Interval, bootstrap_mean_difference, mean_std
 from lodestar.runtime.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,11 +443,14 @@ def summarize_seeds(scores: list[Scores], seeds: list[int]) -> dict[str, Any]:
     return out
 
 
-def gain_over_round0(results: list[dict[str, Any]]) -> dict[int, Interval]:
+def gain_over_round0(
+    results: list[dict[str, Any]], resamples: int = DEFAULT_RESAMPLES
+) -> dict[int, Interval]:
     """Test SR of each later round minus round 0's, with its stratified-bootstrap 95% interval."""
     base = list(results[0]["splits"]["seeds"].values())
     return {
-        m["round"]: bootstrap_mean_difference(list(m["splits"]["seeds"].values()), base) for m in results[1:]
+        m["round"]: bootstrap_mean_difference(list(m["splits"]["seeds"].values()), base, resamples=resamples)
+        for m in results[1:]
     }
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import flywheel as rounds
 import torch
 
-from benchmarks.vln_ablation_report import FAILURE_SPLITS, SPLITS, GainFigure, Scores
+from benchmarks.vln_ablation_report import FAILURE_SPLITS, SPLITS, Scores, gain_figures
 from benchmarks.vln_stages import Plan, ensure_world, evaluate
 from lodestar.agents.vln.follower import load_follower
 from lodestar.agents.vln.pragmatic import (
@@ -201,11 +201,8 @@ def rerank_report(results: list[dict[str, Any]], k: int, resamples: int) -> tupl
         lines.append(f"{decoding:<10}{cells}")
     gains = [100.0 * (r["reranked"]["sr"] - r["greedy"]["sr"]) for r in results]
     gain = bootstrap_mean_difference(gains, [0.0], resamples=resamples)
-    figures.append(
-        GainFigure(NAME, f"{HELD_OUT_SPLIT} SR gain of pragmatic inference over greedy", gain.mean, "SR points",
-                   reference="greedy decoding: no gain", reference_value=0.0, target=RERANK_GAIN_TARGET,
-                   target_on="value", low=gain.low)
-    )  # fmt: skip
+    what = f"{HELD_OUT_SPLIT} SR gain of pragmatic inference over greedy"
+    figures += gain_figures(NAME, what, gain, "greedy decoding: no gain", RERANK_GAIN_TARGET)
     lines.append(
         f"SR gain: {gain.mean:+.2f} points, 95% CI [{gain.low:+.2f}, {gain.high:+.2f}] (paired over seeds)"
     )
@@ -237,20 +234,11 @@ def round_report(results: list[dict[str, Any]], resamples: int) -> tuple[list[Fi
             figures.append(Figure(NAME, f"round {k}: {stage} wall time", seconds, "s"))
         stages = ", ".join(f"{s} {v:.0f}" for s, v in m["seconds"].items()) or "-"
         lines.append(f"  round {k}: {stages}")
-    base = list(results[0]["splits"]["seeds"].values())
     last = results[-1]["round"]
-    for m in results[1:]:
-        gain = bootstrap_mean_difference(list(m["splits"]["seeds"].values()), base, resamples=resamples)
-        what = f"round {m['round']} - round 0: {HELD_OUT_SPLIT} SR gain"
-        if m["round"] == last:
-            figures.append(
-                GainFigure(NAME, what, gain.mean, "SR points", reference="round 0 (PREVALENT): no gain",
-                           reference_value=0.0, target=ROUND_GAIN_TARGET, target_on="value", low=gain.low)
-            )  # fmt: skip
-        else:
-            figures.append(Figure(NAME, what, gain.mean, "SR points"))
-        figures.append(Figure(NAME, f"{what}: 95% CI low", gain.low, "SR points (bootstrap over seeds)"))
-        figures.append(Figure(NAME, f"{what}: 95% CI high", gain.high, "SR points (bootstrap over seeds)"))
+    for k, gain in rounds.gain_over_round0(results, resamples).items():
+        target = ROUND_GAIN_TARGET if k == last else None
+        what = f"round {k} - round 0: {HELD_OUT_SPLIT} SR gain"
+        figures += gain_figures(NAME, what, gain, "round 0 (PREVALENT): no gain", target)
     return figures, lines
 
 
