@@ -29,7 +29,7 @@ Outputs. Splits are written into the dataset (where every stage reads them by na
 field) and ``R2R_<prefix>_r<k>_speaker.json`` (human train + kept pairs, the speaker's training split),
 each with its trajectory store under ``trajectories/``. Everything else is under ``<run>/round_<k>/``:
 ``speaker/``, ``pretrain/``, ``follower-s<seed>/`` (+ ``.log``), ``filter.json`` (kept fraction, kept vs
-dropped statistics), ``stages.json`` (wall time of each stage) and ``metrics.json`` (per split: SR/SPL/
+dropped statistics), ``stages.json`` (wall time of each stage, summed over resumes) and ``metrics.json`` (per split: SR/SPL/
 nDTW mean, std and 95% interval over seeds; speaker BLEU-4; pairs labelled and kept). TensorBoard logs the
 rounds under ``<run>`` with the round as the step (``flywheel/<split>/<metric>``, ``flywheel/data/...``,
 ``flywheel/seconds/<stage>``).
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,7 @@ from lodestar.envs.nav.data.tokenizer import VOCAB_FILE
 from lodestar.pretrain.synthesis import SynthesisConfig, split_file, synthesize
 from lodestar.pretrain.synthesis_filter import FilterReport, filter_split
 from lodestar.pretrain.trainer import PretrainConfig
+from lodestar.runtime.atomic import atomic_write
 from lodestar.runtime.cli import config_epilog, run_main, tensorboard_command
 from lodestar.runtime.config import load_config, require, to_dict
 from lodestar.runtime.logger import RunLogger
@@ -134,6 +136,51 @@ class FlywheelConfig:
             self.split_prefix,
         )
         check_selection_splits(self.select_split, [], owner="flywheel config")
+
+
+RUNNING = "running"  # stages.json: the time so far of stages that have not finished
+STAGE_HEARTBEAT_S = 60.0
+
+
+def _save_times(path: Path, times: dict[str, Any]) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(times, indent=1))
+
+
+def timed_stage(times_path: Path, name: str, work: Callable[[], tuple[Any, bool]]) -> Any:
+    """Run ``work`` (which returns its result and whether it did any work) and record its wall time
+    under ``name`` in ``times_path`` when it did.
+
+    A stage killed part-way (a run spans sessions) keeps its time so far: it is saved every
+    :data:`STAGE_HEARTBEAT_S` seconds under ``"running"``, and the resumed stage adds to it, so the
+    recorded time is the whole stage's, not its last stretch's.
+    """
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    spent = times.get(RUNNING, {}).get(name, 0.0)
+    began = time.perf_counter()
+    stop = threading.Event()
+
+    def save_progress() -> None:
+        while not stop.wait(STAGE_HEARTBEAT_S):
+            times.setdefault(RUNNING, {})[name] = spent + time.perf_counter() - began
+            _save_times(times_path, times)
+
+    heartbeat = threading.Thread(target=save_progress, name=f"stage-time-{name}", daemon=True)
+    heartbeat.start()
+    try:
+        result, did_work = work()
+    finally:
+        stop.set()
+        heartbeat.join()
+    running = times.pop(RUNNING, {})
+    running.pop(name, None)
+    if running:
+        times[RUNNING] = running
+    if did_work:
+        times[name] = spent + time.perf_counter() - began
+    if did_work or spent:
+        _save_times(times_path, times)
+    return result
 
 
 def log(message: str) -> None:
@@ -220,15 +267,9 @@ class Flywheel:
         return Round(k, plan, prefix, kept, speaker_split, self.run / f"round_{k}", follower_name)
 
     # -- stages -------------------------------------------------------------------------------------
-    def _stage(self, r: Round, name: str, work: Callable[[], Any]) -> Any:
-        """Run one stage, recording its wall time in ``stages.json`` when it did work."""
-        times_path = r.dir / "stages.json"
-        times = json.loads(times_path.read_text()) if times_path.is_file() else {}
-        began = time.perf_counter()
-        result, did_work = work()
-        if did_work:
-            times[name] = time.perf_counter() - began
-            times_path.write_text(json.dumps(times, indent=1))
+    def _stage(self, r: Round, name: str, work: Callable[[], tuple[Any, bool]]) -> Any:
+        """Run one stage, its wall time recorded in ``stages.json`` (see :func:`timed_stage`)."""
+        result = timed_stage(r.dir / "stages.json", name, work)
         for hook in self.after_stage:
             hook(r.index, name)
         return result
@@ -334,9 +375,7 @@ class Flywheel:
             "kept": kept,
             "splits": summarize_seeds(scores, r.plan.seeds),
             "speaker_bleu4": self.speaker_bleu(r),
-            "seconds": json.loads((r.dir / "stages.json").read_text())
-            if (r.dir / "stages.json").is_file()
-            else {},
+            "seconds": stage_seconds(r.dir / "stages.json"),
             "follower": str(self.best_follower(r)),
         }
         (r.dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -423,6 +462,12 @@ def check_adopted_config(run_dir: Path, schema: type, expected: Any) -> None:
     )
     if differ:
         raise ValueError(f"round0: {run_dir} was trained with {', '.join(differ)}")
+
+
+def stage_seconds(times_path: Path) -> dict[str, float]:
+    """The finished stages' wall times recorded in ``times_path`` (none when it does not exist)."""
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    return {stage: seconds for stage, seconds in times.items() if stage != RUNNING}
 
 
 def summarize_seeds(scores: list[Scores], seeds: list[int]) -> dict[str, Any]:

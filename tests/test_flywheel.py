@@ -4,6 +4,7 @@ that resume after being stopped between stages."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import flywheel
@@ -174,3 +175,27 @@ def test_flywheel_command_runs_round_zero(script_run) -> None:
     assert metrics["labelled"] == metrics["kept"] == 20
     assert set(metrics["seconds"]) == {"speaker", "label", "follower", "evaluate"}
     assert "round" in script_run.stdout.splitlines()[0] and "BLEU-4 test" in script_run.stdout
+
+
+def test_a_stage_killed_part_way_keeps_its_time_and_the_resumed_stage_adds_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    times = tmp_path / "stages.json"
+    monkeypatch.setattr(flywheel, "STAGE_HEARTBEAT_S", 0.05)
+
+    def killed() -> tuple[None, bool]:
+        time.sleep(0.3)
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        flywheel.timed_stage(times, "speaker", killed)
+    so_far = json.loads(times.read_text())[flywheel.RUNNING]["speaker"]
+    assert 0.05 <= so_far <= 0.35
+    assert flywheel.stage_seconds(times) == {}  # an unfinished stage is not reported
+
+    assert flywheel.timed_stage(times, "speaker", lambda: ("done", True)) == "done"
+    recorded = json.loads(times.read_text())
+    assert flywheel.RUNNING not in recorded
+    assert so_far <= recorded["speaker"] < so_far + 0.2
+    flywheel.timed_stage(times, "label", lambda: (None, False))  # reused: no time recorded
+    assert flywheel.stage_seconds(times) == {"speaker": recorded["speaker"]}
