@@ -29,10 +29,10 @@ Outputs. Splits are written into the dataset (where every stage reads them by na
 field) and ``R2R_<prefix>_r<k>_speaker.json`` (human train + kept pairs, the speaker's training split),
 each with its trajectory store under ``trajectories/``. Everything else is under ``<run>/round_<k>/``:
 ``speaker/``, ``pretrain/``, ``follower-s<seed>/`` (+ ``.log``), ``filter.json`` (kept fraction, kept vs
-dropped statistics), ``stages.json`` (wall time of each stage, summed over resumes) and ``metrics.json`` (per split: SR/SPL/
-nDTW mean, std and 95% interval over seeds; speaker BLEU-4; pairs labelled and kept). TensorBoard logs the
-rounds under ``<run>`` with the round as the step (``flywheel/<split>/<metric>``, ``flywheel/data/...``,
-``flywheel/seconds/<stage>``).
+dropped statistics), ``stages.json`` (wall time of each stage, summed over resumes) and ``metrics.json``
+(per split: SR/SPL/nDTW mean, std and 95% interval over seeds; speaker BLEU-4; pairs labelled and kept).
+TensorBoard logs the rounds under ``<run>`` with the round as the step (``flywheel/<split>/<metric>``,
+``flywheel/data/...``, ``flywheel/seconds/<stage>``).
 
 Every stage that finished is reused and an interrupted one resumes (synthesis chunks, speaker /
 pretraining / fine-tuning checkpoints), so the command started again with the same options picks up
@@ -176,9 +176,8 @@ def timed_stage(times_path: Path, name: str, work: Callable[[], tuple[Any, bool]
     running.pop(name, None)
     if running:
         times[RUNNING] = running
-    if did_work:
+    if did_work or spent:  # spent alone: the work finished in an earlier stretch, killed before this record
         times[name] = spent + time.perf_counter() - began
-    if did_work or spent:
         _save_times(times_path, times)
     return result
 

@@ -199,3 +199,7 @@ def test_a_stage_killed_part_way_keeps_its_time_and_the_resumed_stage_adds_to_it
     assert so_far <= recorded["speaker"] < so_far + 0.2
     flywheel.timed_stage(times, "label", lambda: (None, False))  # reused: no time recorded
     assert flywheel.stage_seconds(times) == {"speaker": recorded["speaker"]}
+    # Killed after its work but before its record: the resumed stage reuses the work, keeps the time.
+    times.write_text(json.dumps({**recorded, flywheel.RUNNING: {"filter": 7.0}}))
+    flywheel.timed_stage(times, "filter", lambda: (None, False))
+    assert 7.0 <= flywheel.stage_seconds(times)["filter"] < 7.2
