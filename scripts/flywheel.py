@@ -142,6 +142,10 @@ RUNNING = "running"  # stages.json: the time so far of stages that have not fini
 STAGE_HEARTBEAT_S = 60.0
 
 
+def _load_times(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _save_times(path: Path, times: dict[str, Any]) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(times, indent=1))
@@ -155,7 +159,7 @@ def timed_stage(times_path: Path, name: str, work: Callable[[], tuple[Any, bool]
     :data:`STAGE_HEARTBEAT_S` seconds under ``"running"``, and the resumed stage adds to it, so the
     recorded time is the whole stage's, not its last stretch's.
     """
-    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    times = _load_times(times_path)
     spent = times.get(RUNNING, {}).get(name, 0.0)
     began = time.perf_counter()
     stop = threading.Event()
@@ -465,8 +469,7 @@ def check_adopted_config(run_dir: Path, schema: type, expected: Any) -> None:
 
 def stage_seconds(times_path: Path) -> dict[str, float]:
     """The finished stages' wall times recorded in ``times_path`` (none when it does not exist)."""
-    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
-    return {stage: seconds for stage, seconds in times.items() if stage != RUNNING}
+    return {stage: seconds for stage, seconds in _load_times(times_path).items() if stage != RUNNING}
 
 
 def summarize_seeds(scores: list[Scores], seeds: list[int]) -> dict[str, Any]:
