@@ -140,6 +140,7 @@ class FlywheelConfig:
 
 RUNNING = "running"  # stages.json: the time so far of stages that have not finished
 STAGE_HEARTBEAT_S = 60.0
+stage_clock: Callable[[], float] = time.perf_counter  # a module attribute so tests can drive it
 
 
 def _load_times(path: Path) -> dict[str, Any]:
@@ -161,12 +162,12 @@ def timed_stage(times_path: Path, name: str, work: Callable[[], tuple[Any, bool]
     """
     times = _load_times(times_path)
     spent = times.get(RUNNING, {}).get(name, 0.0)
-    began = time.perf_counter()
+    began = stage_clock()
     stop = threading.Event()
 
     def save_progress() -> None:
         while not stop.wait(STAGE_HEARTBEAT_S):
-            times.setdefault(RUNNING, {})[name] = spent + time.perf_counter() - began
+            times.setdefault(RUNNING, {})[name] = spent + stage_clock() - began
             _save_times(times_path, times)
 
     heartbeat = threading.Thread(target=save_progress, name=f"stage-time-{name}", daemon=True)
@@ -181,7 +182,7 @@ def timed_stage(times_path: Path, name: str, work: Callable[[], tuple[Any, bool]
     if running:
         times[RUNNING] = running
     if did_work or spent:  # spent alone: the work finished in an earlier stretch, killed before this record
-        times[name] = spent + time.perf_counter() - began
+        times[name] = spent + stage_clock() - began
         _save_times(times_path, times)
     return result
 
